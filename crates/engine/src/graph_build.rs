@@ -54,10 +54,46 @@ use crate::registry::{IndexRegistry, TenantSlot, lock};
 /// Vectors copied per read lock.
 const CHUNK: usize = 2048;
 
-/// Logged slots a build replays under the tenant's index write lock when it installs its
-/// graph; more are caught up first with no lock held (step 3). A few hundred inserts: a few
-/// milliseconds to tens of them, the order of one write batch's own index work.
+/// How long a build may hold the tenant's index write lock to replay what was logged since its
+/// last round before it installs its graph (step 4): every write of the tenant waits for it,
+/// and holds a pool thread meanwhile. With 256 slots at a time, 384-dimensional inserts held
+/// a tenant writing 1,000 records a second for 70–120 ms, every pool thread asleep in its
+/// writes, and another tenant's searches queued that long (docs/benchmarks.md, 6 Dec).
+const REPLAY_UNDER_LOCK_FOR: Duration = Duration::from_millis(2);
+
+/// Logged slots a build replays under the lock at most, however cheap its inserts; more are
+/// caught up first with no lock held (step 3).
 pub(crate) const REPLAY_UNDER_LOCK: usize = 256;
+
+/// Logged slots a build may replay under the lock however dear its inserts (or before it has
+/// timed one): a round replays in a time that lets about its own length arrive, so a few is
+/// where a tenant writing steadily leaves the rounds, not an empty log.
+const REPLAY_UNDER_LOCK_MIN: usize = 8;
+
+/// The logged slots a build replays under the lock (step 4), given the wall time one insert
+/// took it so far with no lock held (the least seen): as many as [`REPLAY_UNDER_LOCK_FOR`]
+/// holds, within [`REPLAY_UNDER_LOCK_MIN`] and [`REPLAY_UNDER_LOCK`]. Inserts timed at the
+/// background priority on a busy machine take longer than the same inserts under the lock, at
+/// the normal one: the bound errs short.
+fn replay_under_lock(per_insert: Option<Duration>) -> usize {
+    let fits = per_insert.map_or(REPLAY_UNDER_LOCK_MIN, |each| {
+        let each = each.as_nanos().max(1);
+        usize::try_from(REPLAY_UNDER_LOCK_FOR.as_nanos() / each).unwrap_or(usize::MAX)
+    });
+    fits.clamp(REPLAY_UNDER_LOCK_MIN, REPLAY_UNDER_LOCK)
+}
+
+/// One insert's wall time in `took` for `inserts` of them, the least of it and `least`.
+fn least_per_insert(least: Option<Duration>, took: Duration, inserts: usize) -> Option<Duration> {
+    let Ok(n) = u32::try_from(inserts) else {
+        return least;
+    };
+    if n == 0 {
+        return least;
+    }
+    let each = took / n;
+    Some(least.map_or(each, |l| l.min(each)))
+}
 
 /// Changed records below which a load inserts their vectors into the graph it restores,
 /// whatever the graph's size: a few milliseconds.
@@ -143,9 +179,9 @@ pub(crate) struct GraphBuilder {
     /// Builds that gave way to other tenants' because their tenant wrote faster than they
     /// caught up (see `build_and_install`).
     pub(crate) gave_way: AtomicU64,
-    /// The last install's figures: catch-up rounds, and slots replayed under the lock (what
-    /// the tests check the catch-up by).
-    pub(crate) last_install: Mutex<(usize, usize)>,
+    /// The last install's figures: catch-up rounds, slots replayed under the lock, and how many
+    /// it could have replayed there (what the tests check the catch-up by).
+    pub(crate) last_install: Mutex<(usize, usize, usize)>,
     /// The priority a build's computing runs at ([`GraphBuilder::compute`]).
     priority: BackgroundPriority,
     /// The thread each stretch of computing ran on, by name, in order (tests read it).
@@ -496,16 +532,19 @@ fn build_and_install(
         registry,
         charged: 0,
     };
+    let mut inserted_for = Duration::ZERO;
     for chunk in slots.chunks(CHUNK) {
         let Some(items) = copy_chunk(registry, slot, name, began, chunk)? else {
             return Ok(false);
         };
         let refs: Vec<(u32, &[f32])> = items.iter().map(|(s, v)| (*s, v.as_slice())).collect();
         // One thread: the build shares the machine with the requests it must not slow.
+        let chunk_began = Instant::now();
         registry
             .builder
             .compute(|| graph.insert_batch(&refs, 1))
             .map_err(|e| EngineError::Index(e.to_string()))?;
+        inserted_for += chunk_began.elapsed();
         // What it holds so far, and room made for it: the least recently used other tenants
         // go, as a load of this tenant would make them.
         building.measure(&graph);
@@ -540,6 +579,7 @@ fn build_and_install(
     // count from the start).
     let (mut removed, mut rounds) = (if seeded { graph.tombstones() as u64 } else { 0 }, 0);
     let (mut last_len, mut not_shrinking) = (usize::MAX, 0);
+    let mut per_insert = least_per_insert(None, inserted_for, slots.len());
     let mut guard = loop {
         if registry.builder.stop.load(Ordering::Relaxed) {
             return Ok(false);
@@ -553,7 +593,7 @@ fn build_and_install(
         };
         let logged = match &mut ci.building {
             None => return Ok(false),
-            Some(log) if log.len() <= REPLAY_UNDER_LOCK => break guard,
+            Some(log) if log.len() <= replay_under_lock(per_insert) => break guard,
             Some(log) => {
                 // The tenant writes faster than one thread replays (its writes are cheap
                 // while it has no graph): give way to the other tenants' builds, and try
@@ -587,10 +627,12 @@ fn build_and_install(
             }
         };
         drop(guard);
+        let (replaying, replay_began) = (logged.len(), Instant::now());
         match catch_up(registry, slot, name, began, &mut graph, logged)? {
             Some(n) => removed += n,
             None => return Ok(false),
         }
+        per_insert = least_per_insert(per_insert, replay_began.elapsed(), replaying);
         rounds += 1;
         #[cfg(test)]
         if let Some(hook) = lock(&registry.builder.after_round).as_mut() {
@@ -611,7 +653,7 @@ fn build_and_install(
         }
     };
     let vectors = ci.with_vector.len();
-    *lock(&registry.builder.last_install) = (rounds, replayed);
+    *lock(&registry.builder.last_install) = (rounds, replayed, replay_under_lock(per_insert));
     index.mark_dirty();
     registry.account(slot, guard.as_ref());
     if seeded {

@@ -12,7 +12,7 @@ use strata_types::{
 
 use strata_sched::BackgroundPriority;
 
-use super::REPLAY_UNDER_LOCK;
+use super::{REPLAY_UNDER_LOCK, REPLAY_UNDER_LOCK_MIN, least_per_insert, replay_under_lock};
 use crate::registry::lock;
 use crate::test_support::{DIM, admin_scope, put_clustered, vec_name};
 use strata_store::TenantKey;
@@ -148,11 +148,11 @@ fn writes_during_a_build_are_caught_up_outside_the_lock() {
     writes_done.send(()).unwrap();
     engine.wait_for_graph_builds();
 
-    let (rounds, replayed) = *lock(&engine.indexes.builder.last_install);
+    let (rounds, replayed, bound) = *lock(&engine.indexes.builder.last_install);
     assert!(rounds >= 1, "no catch-up round ran");
     assert!(
-        replayed <= REPLAY_UNDER_LOCK,
-        "{replayed} slots replayed under the lock"
+        replayed <= bound && bound <= REPLAY_UNDER_LOCK,
+        "{replayed} slots replayed under the lock, {bound} allowed"
     );
     let stats = engine.index_stats(&scope).unwrap();
     let vec = stats.iter().find(|s| s.collection == vec_name()).unwrap();
@@ -200,7 +200,7 @@ fn a_builds_computing_runs_on_threads_at_the_background_priority() {
         writes_done.send(()).unwrap();
         engine.wait_for_graph_builds();
 
-        let (rounds, _) = *lock(&engine.indexes.builder.last_install);
+        let (rounds, ..) = *lock(&engine.indexes.builder.last_install);
         assert!(rounds >= 1, "no catch-up round ran");
         let on = lock(&engine.indexes.builder.computed_on).clone();
         assert!(bulk >= 1 && on.len() > bulk, "bulk {bulk}, all {on:?}");
@@ -246,6 +246,36 @@ fn residency_figures_do_not_wait_for_the_index_lock() {
     assert_eq!(vectors, Some(0));
     drop(held);
     reader.join().unwrap();
+}
+
+/// What a build replays under the tenant's index lock is bounded by time, from the inserts it
+/// timed with no lock held: a few of dear inserts, many of cheap ones, never past the cap, and
+/// a few before any was timed.
+#[test]
+fn the_replay_under_the_lock_is_as_long_as_its_inserts_fit_in_two_milliseconds() {
+    let us = Duration::from_micros;
+    assert_eq!(replay_under_lock(None), REPLAY_UNDER_LOCK_MIN);
+    assert_eq!(replay_under_lock(Some(us(20))), 100);
+    assert_eq!(replay_under_lock(Some(us(250))), REPLAY_UNDER_LOCK_MIN);
+    assert_eq!(replay_under_lock(Some(us(100_000))), REPLAY_UNDER_LOCK_MIN);
+    assert_eq!(replay_under_lock(Some(Duration::ZERO)), REPLAY_UNDER_LOCK);
+    assert_eq!(
+        replay_under_lock(Some(Duration::from_nanos(10))),
+        REPLAY_UNDER_LOCK
+    );
+
+    // The least per insert seen: a round slowed by a busy machine does not widen the bound.
+    let first = least_per_insert(None, Duration::from_millis(30), 1_000);
+    assert_eq!(first, Some(us(30)));
+    assert_eq!(
+        least_per_insert(first, Duration::from_millis(90), 1_000),
+        Some(us(30))
+    );
+    assert_eq!(
+        least_per_insert(first, Duration::from_millis(10), 1_000),
+        Some(us(10))
+    );
+    assert_eq!(least_per_insert(first, Duration::from_millis(5), 0), first);
 }
 
 enum Hook {
