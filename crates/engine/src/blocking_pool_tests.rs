@@ -1,7 +1,7 @@
 //! A tenant's jobs that wait on its own locks on the worker pool (`strata_sched::blocking`,
 //! declared by `registry::lock_slot` and `IndexLock`): while one of tenant X's writes holds
-//! X's write order and X's other write waits for it, the two workers of the pool are taken,
-//! and tenant Y's search must still run.
+//! X's write order and X's other writes wait for it, as many as the pool lets one tenant's
+//! jobs hold threads, tenant Y's search must still run.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
@@ -104,11 +104,14 @@ fn another_tenants_search_runs_while_one_tenants_writes_hold_every_worker() {
     reached
         .recv_timeout(NEVER)
         .expect("x's first write never committed");
-    // X's second write takes the other worker and waits for X's write order.
-    let waiter = write(101);
-    while pool.queued() > 0 {
+    // X's other writes wait for X's write order: three of them on threads (the other worker
+    // and spares; with the holder, as many threads as one tenant's jobs may hold), the rest
+    // queued behind them.
+    let waiters: Vec<_> = (101..107).map(write).collect();
+    while pool.queued() > 3 {
         std::thread::yield_now();
     }
+    std::thread::sleep(Duration::from_millis(50));
     let (found_tx, found) = mpsc::channel();
     let (e, y2, held2) = (Arc::clone(&engine), y.clone(), Arc::clone(&held));
     let y_search = pool
@@ -127,11 +130,13 @@ fn another_tenants_search_runs_while_one_tenants_writes_hold_every_worker() {
     );
     y_search.wait_blocking().unwrap();
     holder.wait_blocking().unwrap().unwrap();
-    waiter.wait_blocking().unwrap().unwrap();
-    // Both of X's writes are applied, in order, to its loaded index.
+    for waiter in waiters {
+        waiter.wait_blocking().unwrap().unwrap();
+    }
+    // Every one of X's writes is applied, in order, to its loaded index.
     assert_eq!(search(&engine, &x), 3);
     assert_eq!(
         engine.count(&x, &RequestScope::default(), None).unwrap(),
-        12
+        17
     );
 }

@@ -8,10 +8,11 @@
 //! the configured number of its kind run outside a declared wait. A waiter that wakes goes on
 //! with its job at once (nothing is preempted), so for as long as the spare's job lasts the
 //! pool runs one job more than its size; then the spare finds the pool full and sleeps. Spare
-//! threads are started only when a wait begins and no thread of the kind is asleep, at most as
-//! many as the kind's configured count (so a pool never has more than twice its threads), and
-//! stay, asleep, until shutdown: a tenant whose writes contend all the time would otherwise
-//! start a thread per wait.
+//! threads are started only when a wait begins and no thread of the kind is asleep, at most
+//! twice the kind's configured count (so a pool never has more than three times its threads),
+//! and stay, asleep, until shutdown: a tenant whose writes contend all the time would otherwise
+//! start a thread per wait. One tenant's jobs hold at most twice the configured count of
+//! threads: however many of them wait, the last spares are left to the other tenants' jobs.
 //!
 //! A job that runs long without waiting gives up its place the same way, through a watchdog
 //! instead of a call of its own (see [`crate::long_jobs`]); a declared wait of such a job frees

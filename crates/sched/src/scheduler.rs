@@ -177,8 +177,29 @@ struct State<K> {
     shares: Option<Shares<K>>,
     /// Running jobs, for the watchdog that lets long ones give way (`crate::long_jobs`).
     long_jobs: LongJobs<K>,
+    /// Threads each tenant's jobs hold, by kind (indexed by `Kind as usize`): running, waiting
+    /// or long. A tenant holds at most [`tenant_threads`] of a kind (see [`thread_cap`]);
+    /// entries leave at zero, so the maps hold only tenants with a job started.
+    held: [HashMap<K, usize>; 3],
     /// The worker watching the queue before it sleeps, if one is (`crate::idle_poll`).
     poll: PollState,
+}
+
+/// Threads a kind of `size` may have, spares included. Spares start when jobs wait
+/// (`crate::blocking`) or run long (`crate::long_jobs`), and one tenant's jobs may hold at most
+/// [`tenant_threads`] of them: the last `size` are for the other tenants. Without that share
+/// left, a tenant whose writes queued on one of its own locks (its write order while a write
+/// applied to a graph being built, 70–120 ms on 384-dimensional vectors) had every thread asleep
+/// in its jobs, and another tenant's 0.5 ms search waited as long (docs/benchmarks.md, 6 Dec).
+fn thread_cap(size: usize) -> usize {
+    3 * size
+}
+
+/// Threads of a kind of `size` one tenant's jobs may hold at once: twice the size, as many as
+/// the whole kind could have before others' share was kept (a tenant writing alone keeps
+/// every thread it had for its writes to share a commit).
+fn tenant_threads(size: usize) -> usize {
+    2 * size
 }
 
 /// One kind of worker thread's counts.
@@ -186,7 +207,7 @@ struct State<K> {
 struct Threads {
     /// Configured threads: at most this many run a job outside a declared wait.
     size: usize,
-    /// Threads alive, spares included (at most twice `size`).
+    /// Threads alive, spares included (at most [`thread_cap`]).
     threads: usize,
     /// Running a job, not in a declared wait.
     running: usize,
@@ -443,7 +464,7 @@ impl<K> Shared<K> {
 fn place_freed<K>(state: &mut State<K>, kind: Kind, filled: usize) -> bool {
     let accepting = state.accepting;
     let lane = &mut state.lanes[kind as usize];
-    let spare = lane.asleep() <= filled && lane.threads < 2 * lane.size && accepting;
+    let spare = lane.asleep() <= filled && lane.threads < thread_cap(lane.size) && accepting;
     if spare {
         lane.threads += 1;
         state.live_workers += 1;
@@ -597,10 +618,16 @@ fn takers<K: Hash + Eq + Clone>(
         long_jobs,
         shares,
         accepting,
+        lanes,
+        held,
         ..
     } = state;
     let usage = shares.as_ref().map(|s| &s.usage);
-    let may = takes(kind, given_place, *accepting, usage, long_jobs);
+    let holds = Holds {
+        held: &held[kind as usize],
+        most: tenant_threads(lanes[kind as usize].size),
+    };
+    let may = takes(kind, given_place, *accepting, usage, long_jobs, holds);
     queue.queued_where(except, lane_of(kind), limit, may)
 }
 
@@ -612,7 +639,22 @@ fn lane_of(kind: Kind) -> Lane {
     }
 }
 
-/// Which queued jobs a `kind` of worker may run, the one rule of [`pop`] and [`takers`]: in a
+/// Threads of a kind each tenant's jobs hold, and the most one may (see [`thread_cap`]).
+#[derive(Clone, Copy)]
+struct Holds<'a, K> {
+    held: &'a HashMap<K, usize>,
+    most: usize,
+}
+
+impl<K: Hash + Eq> Holds<'_, K> {
+    /// Whether `key`'s jobs may take one more thread of the kind.
+    fn room(&self, key: &K) -> bool {
+        self.held.get(key).is_none_or(|&n| n < self.most)
+    }
+}
+
+/// Which queued jobs a `kind` of worker may run, the one rule of [`pop`] and [`takers`]: none
+/// of a tenant whose jobs hold as many threads of the kind as one may (`holds`); in a
 /// place a long job `given` up, none of that job's tenant; while the split is on (`shares`,
 /// and `accepting`), the read-only jobs of a tenant placed in the background are the
 /// background workers' and the rest the normal workers'; without it everything is the normal
@@ -626,11 +668,12 @@ fn takes<'a, K: Hash + Eq + Clone>(
     accepting: bool,
     shares: Option<&'a CpuShares<K>>,
     long_jobs: &'a LongJobs<K>,
+    holds: Holds<'a, K>,
 ) -> impl Fn(&K, &Job) -> bool + 'a {
     let split = shares.filter(|_| accepting);
     let turned_off = kind == Kind::Background && shares.is_none();
     move |key, job| {
-        let open = !given || !long_jobs.is_long(kind, key);
+        let open = holds.room(key) && (!given || !long_jobs.is_long(kind, key));
         let background =
             || job.demotable && split.is_none_or(|s| s.placement(key) == Placement::Background);
         open && match kind {
@@ -747,6 +790,7 @@ impl<K: Hash + Eq + Clone + Send + 'static> FairScheduler<K> {
                 has_reserved: config.reserved_workers > 0,
                 shares: (background > 0).then(|| Shares::new(config.charging, shared_workers)),
                 long_jobs: LongJobs::new(config.long_job_after),
+                held: Default::default(),
                 poll: PollState::new(config.idle_poll_always),
             }),
             work: Condvar::new(),
@@ -830,7 +874,8 @@ impl<K: Hash + Eq + Clone + Send + 'static> FairScheduler<K> {
     }
 
     /// Worker threads alive, the spares started for declared waits included
-    /// ([`crate::blocking`]): at most twice the configured ones.
+    /// ([`crate::blocking`]): at most three times the configured ones, of which one tenant's
+    /// jobs hold at most two thirds.
     pub fn threads(&self) -> usize {
         self.shared.lock().live_workers
     }
@@ -1209,6 +1254,9 @@ fn worker<K: Hash + Eq + Clone + Send + 'static>(
             let now = Instant::now();
             let long_id = state.long_jobs.started(&charge.key, kind, now, given);
             move_job(&mut state, kind, Slot::Out, Slot::Running { given });
+            *state.held[kind as usize]
+                .entry(charge.key.clone())
+                .or_default() += 1;
             // Others wait: this job needs timing if the watchdog sleeps past its deadline (or
             // a stalled job may have to give way now that this one took a free place).
             let wake_watchdog = !state.queue.is_empty() && {
@@ -1266,6 +1314,13 @@ fn worker<K: Hash + Eq + Clone + Send + 'static>(
                 Slot::Running { given: place.given }
             };
             move_job(&mut state, kind, from, Slot::Out);
+            let held = &mut state.held[kind as usize];
+            if let Some(n) = held.get_mut(&charge.key) {
+                *n -= 1;
+                if *n == 0 {
+                    held.remove(&charge.key);
+                }
+            }
             let cost = match state.charging {
                 Charging::CpuTime => cost,
                 Charging::PerJob => charge.estimate_ns,
@@ -1394,13 +1449,19 @@ fn pop<K: Hash + Eq + Clone>(
         shares,
         accepting,
         long_jobs,
+        lanes,
+        held,
         ..
     } = state;
     if *accepting && let Some(shares) = shares.as_mut() {
         shares.tick(Instant::now());
     }
     let usage = shares.as_ref().map(|s| &s.usage);
-    let may = takes(kind, given, *accepting, usage, long_jobs);
+    let holds = Holds {
+        held: &held[kind as usize],
+        most: tenant_threads(lanes[kind as usize].size),
+    };
+    let may = takes(kind, given, *accepting, usage, long_jobs, holds);
     match kind {
         Kind::Reserved => queue.pop_reserved_where(may),
         Kind::Foreground => queue.pop_charged_where(may),
@@ -1470,6 +1531,11 @@ mod tests {
             read_only: demotable == Demotable::ReadOnly,
         };
         let long_jobs = LongJobs::new(Duration::from_secs(60));
+        let nobody = HashMap::new();
+        let holds = Holds {
+            held: &nobody,
+            most: 4,
+        };
         let mut shares = CpuShares::new(0);
         // "a" floods (all the CPU, a job pending); "b" is active beside it.
         shares.submitted(&"a", 1);
@@ -1489,6 +1555,7 @@ mod tests {
                 accepting,
                 Some(&shares),
                 &long_jobs,
+                holds,
             );
             let taken = kinds.map(|d| may(&"a", &job(d)));
             assert_eq!(taken, expected, "accepting: {accepting}");
@@ -1498,11 +1565,25 @@ mod tests {
                 accepting,
                 Some(&shares),
                 &long_jobs,
+                holds,
             );
             let taken = kinds.map(|d| may(&"a", &job(d)));
             let foreground = expected.map(|background| !background || !accepting);
             assert_eq!(taken, foreground, "accepting: {accepting}");
         }
+        // A tenant whose jobs hold as many threads of a kind as one may gets no more of them,
+        // whatever its jobs; another still does.
+        let full: HashMap<&str, usize> = [("a", 4), ("b", 3)].into_iter().collect();
+        let holds = Holds {
+            held: &full,
+            most: 4,
+        };
+        for kind in [Kind::Foreground, Kind::Background, Kind::Reserved] {
+            let may = takes(kind, false, true, None, &long_jobs, holds);
+            assert_eq!(kinds.map(|d| may(&"a", &job(d))), [false; 3], "{kind:?}");
+        }
+        let may = takes(Kind::Foreground, false, true, None, &long_jobs, holds);
+        assert!(may(&"b", &job(Demotable::Never)) && may(&"c", &job(Demotable::Never)));
     }
 
     /// A job that can start at once does not wake the watchdog, even while another job runs.
@@ -1893,8 +1974,13 @@ mod tests {
         assert_eq!(state.long_jobs.counts(Kind::Foreground), [0; 4]);
         assert!(state.queue.is_empty());
         assert!(
-            lane.threads >= WORKERS && lane.threads <= 2 * WORKERS,
+            lane.threads >= WORKERS && lane.threads <= thread_cap(WORKERS),
             "{lane:?}"
+        );
+        assert!(
+            state.held.iter().all(HashMap::is_empty),
+            "threads still counted as held: {:?}",
+            state.held.iter().map(HashMap::len).collect::<Vec<_>>()
         );
         drop(state);
         // One tenant's jobs, three times the size: never more than the size at once (spares

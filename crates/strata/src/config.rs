@@ -128,7 +128,7 @@ pub struct SchedulerSection {
     /// Unset (the default): as many as the main runtime's (one per CPU). 0: off. At most 256.
     pub over_share_io_threads: Option<usize>,
     /// Milliseconds a pool job may run while another tenant's job waits for a worker before it
-    /// gives up its worker's place to a spare thread (at most as many spares as workers), so
+    /// gives up its worker's place to a spare thread (at most twice as many spares as workers), so
     /// a tenant's long jobs (embedding long texts, large searches) on every worker do not make
     /// the others' short requests wait for them to end. The long job goes on; the flooding
     /// tenant gets no extra thread. 0 turns it off; otherwise at most 10,000.
