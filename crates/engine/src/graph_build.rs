@@ -13,7 +13,9 @@
 //!    with no lock held: the tenant's searches and writes go on meanwhile;
 //! 3. catch up with the slots logged meanwhile in rounds: each takes the log under a short
 //!    write lock and replays it into the new graph with no lock held (copying vectors under
-//!    short read locks), until what is logged is at most [`REPLAY_UNDER_LOCK`] slots;
+//!    short read locks), until what is logged takes about [`REPLAY_UNDER_LOCK_FOR`] to replay
+//!    at the last round's pace (at most [`REPLAY_UNDER_LOCK`] slots), or, once a round no
+//!    longer shrank it, is at most [`REPLAY_UNDER_LOCK`] slots;
 //! 4. under the index lock again, replay that remainder and install the graph
 //!    (`CollectionIndex::install_graph`), then save the tenant's snapshot so the next load
 //!    restores the graph instead of building it.
@@ -70,11 +72,11 @@ pub(crate) const REPLAY_UNDER_LOCK: usize = 256;
 /// where a tenant writing steadily leaves the rounds, not an empty log.
 const REPLAY_UNDER_LOCK_MIN: usize = 8;
 
-/// The logged slots a build replays under the lock (step 4), given the wall time one insert
-/// took it so far with no lock held (the least seen): as many as [`REPLAY_UNDER_LOCK_FOR`]
-/// holds, within [`REPLAY_UNDER_LOCK_MIN`] and [`REPLAY_UNDER_LOCK`]. Inserts timed at the
-/// background priority on a busy machine take longer than the same inserts under the lock, at
-/// the normal one: the bound errs short.
+/// The logged slots a build replays under the lock (step 4), given the wall time one slot took
+/// its last catch-up round with no lock held: as many as [`REPLAY_UNDER_LOCK_FOR`] holds,
+/// within [`REPLAY_UNDER_LOCK_MIN`] and [`REPLAY_UNDER_LOCK`]. Inserts timed at the background
+/// priority on a busy machine take longer than the same inserts under the lock, at the normal
+/// one; a round's slots that were removed, not inserted again, took less.
 fn replay_under_lock(per_insert: Option<Duration>) -> usize {
     let fits = per_insert.map_or(REPLAY_UNDER_LOCK_MIN, |each| {
         let each = each.as_nanos().max(1);
@@ -83,16 +85,11 @@ fn replay_under_lock(per_insert: Option<Duration>) -> usize {
     fits.clamp(REPLAY_UNDER_LOCK_MIN, REPLAY_UNDER_LOCK)
 }
 
-/// One insert's wall time in `took` for `inserts` of them, the least of it and `least`.
-fn least_per_insert(least: Option<Duration>, took: Duration, inserts: usize) -> Option<Duration> {
-    let Ok(n) = u32::try_from(inserts) else {
-        return least;
-    };
-    if n == 0 {
-        return least;
-    }
-    let each = took / n;
-    Some(least.map_or(each, |l| l.min(each)))
+/// One slot's wall time in a round that replayed `slots` distinct slots in `took` (`None` for
+/// none).
+fn per_slot(took: Duration, slots: usize) -> Option<Duration> {
+    let n = u32::try_from(slots).ok().filter(|&n| n > 0)?;
+    Some(took / n)
 }
 
 /// Changed records below which a load inserts their vectors into the graph it restores,
@@ -532,19 +529,16 @@ fn build_and_install(
         registry,
         charged: 0,
     };
-    let mut inserted_for = Duration::ZERO;
     for chunk in slots.chunks(CHUNK) {
         let Some(items) = copy_chunk(registry, slot, name, began, chunk)? else {
             return Ok(false);
         };
         let refs: Vec<(u32, &[f32])> = items.iter().map(|(s, v)| (*s, v.as_slice())).collect();
         // One thread: the build shares the machine with the requests it must not slow.
-        let chunk_began = Instant::now();
         registry
             .builder
             .compute(|| graph.insert_batch(&refs, 1))
             .map_err(|e| EngineError::Index(e.to_string()))?;
-        inserted_for += chunk_began.elapsed();
         // What it holds so far, and room made for it: the least recently used other tenants
         // go, as a load of this tenant would make them.
         building.measure(&graph);
@@ -579,7 +573,8 @@ fn build_and_install(
     // count from the start).
     let (mut removed, mut rounds) = (if seeded { graph.tombstones() as u64 } else { 0 }, 0);
     let (mut last_len, mut not_shrinking) = (usize::MAX, 0);
-    let mut per_insert = least_per_insert(None, inserted_for, slots.len());
+    // One slot's wall time in the last catch-up round, once one ran.
+    let mut each: Option<Duration> = None;
     let mut guard = loop {
         if registry.builder.stop.load(Ordering::Relaxed) {
             return Ok(false);
@@ -593,7 +588,14 @@ fn build_and_install(
         };
         let logged = match &mut ci.building {
             None => return Ok(false),
-            Some(log) if log.len() <= replay_under_lock(per_insert) => break guard,
+            // Or, once a round no longer shrank the log, up to the cap: the rounds gain nothing
+            // more, and giving way would throw the graph away.
+            Some(log)
+                if log.len() <= replay_under_lock(each)
+                    || (log.len() <= REPLAY_UNDER_LOCK && log.len() >= last_len) =>
+            {
+                break guard;
+            }
             Some(log) => {
                 // The tenant writes faster than one thread replays (its writes are cheap
                 // while it has no graph): give way to the other tenants' builds, and try
@@ -627,12 +629,15 @@ fn build_and_install(
             }
         };
         drop(guard);
+        let mut logged = logged;
+        logged.sort_unstable();
+        logged.dedup();
         let (replaying, replay_began) = (logged.len(), Instant::now());
         match catch_up(registry, slot, name, began, &mut graph, logged)? {
             Some(n) => removed += n,
             None => return Ok(false),
         }
-        per_insert = least_per_insert(per_insert, replay_began.elapsed(), replaying);
+        each = per_slot(replay_began.elapsed(), replaying).or(each);
         rounds += 1;
         #[cfg(test)]
         if let Some(hook) = lock(&registry.builder.after_round).as_mut() {
@@ -653,7 +658,7 @@ fn build_and_install(
         }
     };
     let vectors = ci.with_vector.len();
-    *lock(&registry.builder.last_install) = (rounds, replayed, replay_under_lock(per_insert));
+    *lock(&registry.builder.last_install) = (rounds, replayed, replay_under_lock(each));
     index.mark_dirty();
     registry.account(slot, guard.as_ref());
     if seeded {

@@ -12,7 +12,7 @@ use strata_types::{
 
 use strata_sched::BackgroundPriority;
 
-use super::{REPLAY_UNDER_LOCK, REPLAY_UNDER_LOCK_MIN, least_per_insert, replay_under_lock};
+use super::{REPLAY_UNDER_LOCK, REPLAY_UNDER_LOCK_MIN, per_slot, replay_under_lock};
 use crate::registry::lock;
 use crate::test_support::{DIM, admin_scope, put_clustered, vec_name};
 use strata_store::TenantKey;
@@ -248,9 +248,9 @@ fn residency_figures_do_not_wait_for_the_index_lock() {
     reader.join().unwrap();
 }
 
-/// What a build replays under the tenant's index lock is bounded by time, from the inserts it
-/// timed with no lock held: a few of dear inserts, many of cheap ones, never past the cap, and
-/// a few before any was timed.
+/// What a build replays under the tenant's index lock is bounded by time, from its last
+/// catch-up round's time per slot: a few dear inserts, many cheap ones, never past the cap, and
+/// a few before any round was timed.
 #[test]
 fn the_replay_under_the_lock_is_as_long_as_its_inserts_fit_in_two_milliseconds() {
     let us = Duration::from_micros;
@@ -264,18 +264,8 @@ fn the_replay_under_the_lock_is_as_long_as_its_inserts_fit_in_two_milliseconds()
         REPLAY_UNDER_LOCK
     );
 
-    // The least per insert seen: a round slowed by a busy machine does not widen the bound.
-    let first = least_per_insert(None, Duration::from_millis(30), 1_000);
-    assert_eq!(first, Some(us(30)));
-    assert_eq!(
-        least_per_insert(first, Duration::from_millis(90), 1_000),
-        Some(us(30))
-    );
-    assert_eq!(
-        least_per_insert(first, Duration::from_millis(10), 1_000),
-        Some(us(10))
-    );
-    assert_eq!(least_per_insert(first, Duration::from_millis(5), 0), first);
+    assert_eq!(per_slot(Duration::from_millis(30), 1_000), Some(us(30)));
+    assert_eq!(per_slot(Duration::from_millis(30), 0), None);
 }
 
 enum Hook {

@@ -1024,9 +1024,17 @@ impl<K: Hash + Eq + Clone + Send + 'static> FairScheduler<K> {
             } else {
                 Kind::Foreground
             };
+            // A tenant whose jobs hold all the threads of a kind one may gets none woken for
+            // this job: the thread that ends one of them takes the next. Woken, a sleeper would
+            // find nothing it may run, once per job of a flood.
+            let has_room = [Kind::Foreground, Kind::Background, Kind::Reserved].map(|kind| {
+                let most = tenant_threads(state.lanes[kind as usize].size);
+                state.held[kind as usize].get(key).is_none_or(|&n| n < most)
+            });
+            let room = |kind: Kind| has_room[kind as usize];
             let can_start = |kind: Kind| {
                 let lane = state.lanes[kind as usize];
-                lane.running < lane.size && lane.asleep() > 0
+                room(kind) && lane.running < lane.size && lane.asleep() > 0
             };
             let starts = !state.paused
                 && (can_start(target) || (lane == Lane::Reserved && can_start(Kind::Reserved)));
@@ -1044,9 +1052,11 @@ impl<K: Hash + Eq + Clone + Send + 'static> FairScheduler<K> {
                 _ => Kind::Background,
             };
             let woken = [
-                Some(target),
+                Some(target).filter(|&kind| room(kind)),
                 wake_both.then_some(other),
-                reserved.then_some(Kind::Reserved),
+                reserved
+                    .then_some(Kind::Reserved)
+                    .filter(|&kind| room(kind)),
             ];
             // A worker polling for a job of a kind woken takes this one: its poll ends, and
             // the wake-up, which would find the queue empty, is skipped (`crate::idle_poll`).
@@ -1273,7 +1283,9 @@ fn worker<K: Hash + Eq + Clone + Send + 'static>(
             // gets here.
             let lane = state.lanes[kind as usize];
             let more = lane.running < lane.size && !state.queue.is_empty();
-            let wake_another = more && lane.asleep() > 0;
+            let wake_another = more
+                && lane.asleep() > 0
+                && takers(&state, kind, None, lane.only_given_free(), 0) > 0;
             let spare = more
                 && lane.asleep() == 0
                 && takers(&state, kind, None, lane.only_given_free(), 0) > 0

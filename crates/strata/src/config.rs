@@ -529,7 +529,7 @@ impl Config {
         }
         config.metrics.validate()?;
         config.audit.validate()?;
-        // Each worker is an OS thread (and may get as many spares): 100,000 of them aborted
+        // Each worker is an OS thread (and may get twice as many spares): 100,000 of them aborted
         // the process at start-up when the OS ran out of memory for their stacks.
         if config.server.workers > MAX_RESERVED_WORKERS {
             bail!("server.workers: at most {MAX_RESERVED_WORKERS} (0: one per CPU)");
