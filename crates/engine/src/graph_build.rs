@@ -629,9 +629,7 @@ fn build_and_install(
             }
         };
         drop(guard);
-        let mut logged = logged;
-        logged.sort_unstable();
-        logged.dedup();
+        let logged = distinct(logged);
         let (replaying, replay_began) = (logged.len(), Instant::now());
         match catch_up(registry, slot, name, began, &mut graph, logged)? {
             Some(n) => removed += n,
@@ -723,7 +721,15 @@ struct Start {
     began: Began,
 }
 
-/// Replays `logged` slots (written while the graph was built) into `graph` with no lock held:
+/// The slots of a log, each once, in slot order (a slot written twice is logged twice).
+fn distinct(mut logged: Vec<u32>) -> Vec<u32> {
+    logged.sort_unstable();
+    logged.dedup();
+    logged
+}
+
+/// Replays `logged` slots (written while the graph was built; distinct, in slot order, see
+/// [`distinct`]) into `graph` with no lock held:
 /// each slot is removed, then inserted again with the vector it holds now, copied under a
 /// short read lock a chunk at a time. A slot written again after its copy is logged again and
 /// replayed by a later round or by the install. Returns how many removals left a tombstone,
@@ -734,10 +740,8 @@ fn catch_up(
     name: &CollectionName,
     began: Began,
     graph: &mut HnswIndex,
-    mut logged: Vec<u32>,
+    logged: Vec<u32>,
 ) -> Result<Option<u64>, EngineError> {
-    logged.sort_unstable();
-    logged.dedup();
     let mut removed = 0;
     let mut held = vec![0.0; graph.dim()];
     for chunk in logged.chunks(CHUNK) {

@@ -623,10 +623,7 @@ fn takers<K: Hash + Eq + Clone>(
         ..
     } = state;
     let usage = shares.as_ref().map(|s| &s.usage);
-    let holds = Holds {
-        held: &held[kind as usize],
-        most: tenant_threads(lanes[kind as usize].size),
-    };
+    let holds = Holds::of(held, lanes, kind);
     let may = takes(kind, given_place, *accepting, usage, long_jobs, holds);
     queue.queued_where(except, lane_of(kind), limit, may)
 }
@@ -646,7 +643,16 @@ struct Holds<'a, K> {
     most: usize,
 }
 
-impl<K: Hash + Eq> Holds<'_, K> {
+impl<'a, K: Hash + Eq> Holds<'a, K> {
+    /// The holds of `kind` (from [`State::held`] and [`State::lanes`], passed apart so that a
+    /// caller may hold the queue mutably meanwhile).
+    fn of(held: &'a [HashMap<K, usize>; 3], lanes: &[Threads; 3], kind: Kind) -> Self {
+        Holds {
+            held: &held[kind as usize],
+            most: tenant_threads(lanes[kind as usize].size),
+        }
+    }
+
     /// Whether `key`'s jobs may take one more thread of the kind.
     fn room(&self, key: &K) -> bool {
         self.held.get(key).is_none_or(|&n| n < self.most)
@@ -1027,11 +1033,9 @@ impl<K: Hash + Eq + Clone + Send + 'static> FairScheduler<K> {
             // A tenant whose jobs hold all the threads of a kind one may gets none woken for
             // this job: the thread that ends one of them takes the next. Woken, a sleeper would
             // find nothing it may run, once per job of a flood.
-            let has_room = [Kind::Foreground, Kind::Background, Kind::Reserved].map(|kind| {
-                let most = tenant_threads(state.lanes[kind as usize].size);
-                state.held[kind as usize].get(key).is_none_or(|&n| n < most)
-            });
-            let room = |kind: Kind| has_room[kind as usize];
+            let has_room = [target, Kind::Reserved]
+                .map(|kind| Holds::of(&state.held, &state.lanes, kind).room(key));
+            let room = |kind: Kind| has_room[usize::from(kind == Kind::Reserved)];
             let can_start = |kind: Kind| {
                 let lane = state.lanes[kind as usize];
                 room(kind) && lane.running < lane.size && lane.asleep() > 0
@@ -1282,14 +1286,11 @@ fn worker<K: Hash + Eq + Clone + Send + 'static>(
             // long has a free place and no sleeper: an idle or lightly loaded pool never
             // gets here.
             let lane = state.lanes[kind as usize];
-            let more = lane.running < lane.size && !state.queue.is_empty();
-            let wake_another = more
-                && lane.asleep() > 0
+            let more = lane.running < lane.size
+                && !state.queue.is_empty()
                 && takers(&state, kind, None, lane.only_given_free(), 0) > 0;
-            let spare = more
-                && lane.asleep() == 0
-                && takers(&state, kind, None, lane.only_given_free(), 0) > 0
-                && place_freed(&mut state, kind, 0);
+            let wake_another = more && lane.asleep() > 0;
+            let spare = more && lane.asleep() == 0 && place_freed(&mut state, kind, 0);
             // Shares are of the shared workers' CPU: what a reserved worker spends is the
             // dedicated tenant's own and must not make the shared tenants look small.
             let running = match state.shares.as_mut() {
@@ -1469,10 +1470,7 @@ fn pop<K: Hash + Eq + Clone>(
         shares.tick(Instant::now());
     }
     let usage = shares.as_ref().map(|s| &s.usage);
-    let holds = Holds {
-        held: &held[kind as usize],
-        most: tenant_threads(lanes[kind as usize].size),
-    };
+    let holds = Holds::of(held, lanes, kind);
     let may = takes(kind, given, *accepting, usage, long_jobs, holds);
     match kind {
         Kind::Reserved => queue.pop_reserved_where(may),
