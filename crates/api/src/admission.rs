@@ -46,6 +46,9 @@ pub struct PoolConfig {
     /// Poll after every job even while polls find nothing
     /// (`SchedulerConfig::idle_poll_always`).
     pub idle_poll_always: bool,
+    /// Normal workers compute an over-share tenant's index work at the background priority
+    /// (`SchedulerConfig::compute_aside`).
+    pub compute_aside: bool,
 }
 
 impl Default for PoolConfig {
@@ -60,6 +63,7 @@ impl Default for PoolConfig {
             long_job_after: DEFAULT_LONG_JOB_AFTER,
             idle_poll: strata_sched::default_idle_poll(),
             idle_poll_always: false,
+            compute_aside: true,
         }
     }
 }
@@ -131,6 +135,7 @@ impl Gate {
             long_job_after: config.long_job_after,
             idle_poll: config.idle_poll,
             idle_poll_always: config.idle_poll_always,
+            compute_aside: config.compute_aside,
             // A background worker runs at the lowest priority: a storage write there could
             // hold the write lock while normal threads keep it off the CPU. Routes send only
             // read-only work there (`Demotable`), and the store checks it on every write.

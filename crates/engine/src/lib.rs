@@ -58,6 +58,8 @@ mod migration_status;
 mod name_bitmaps;
 #[cfg(test)]
 mod narrative_principal_tests;
+#[cfg(test)]
+mod over_share_apply_tests;
 mod owed_compaction;
 mod pheromone_cap;
 #[cfg(test)]

@@ -156,6 +156,9 @@ pub(crate) struct IndexRegistry {
     /// Runs in a write between its commit and its apply, for tests of that window.
     #[cfg(test)]
     pub after_commit: Mutex<Option<CommitHook>>,
+    /// The thread each apply set aside ran on, by name, in order (`apply_aside`).
+    #[cfg(test)]
+    pub applied_aside_on: Mutex<Vec<Option<String>>>,
 }
 
 impl IndexRegistry {
@@ -171,6 +174,8 @@ impl IndexRegistry {
             recheck_drops: AtomicU64::new(0),
             #[cfg(test)]
             after_commit: Mutex::default(),
+            #[cfg(test)]
+            applied_aside_on: Mutex::default(),
         }
     }
 
@@ -488,13 +493,18 @@ impl IndexRegistry {
         clear: bool,
     ) -> bool {
         let mut index = self.write_index(slot);
-        if !changes.is_empty()
-            && let Some(ti) = index.as_mut()
-        {
-            if ti.apply(store, key, changes).is_err() {
-                *index = None;
-            } else if ti.wants_builder() {
-                self.builder.request(key);
+        if !changes.is_empty() && index.is_some() {
+            let applied = if strata_sched::sets_aside() {
+                self.apply_aside(store, key, &mut index, changes)
+            } else {
+                index
+                    .as_mut()
+                    .map_or(Ok(()), |ti| ti.apply(store, key, changes))
+            };
+            match index.as_ref() {
+                Some(_) if applied.is_err() => *index = None,
+                Some(ti) if ti.wants_builder() => self.builder.request(key),
+                _ => {}
             }
         }
         if clear && let Some(ti) = index.as_ref() {
@@ -502,6 +512,41 @@ impl IndexRegistry {
         }
         self.account(slot, index.as_ref());
         index.is_some()
+    }
+
+    /// [`TenantIndex::apply`] for a write of a tenant over its share of the pool: the
+    /// definitions it needs are read here, and the rest, memory only (a vector write's graph
+    /// insert is most of its CPU on the pool), is computed at the background priority by the
+    /// worker's helper thread (`strata_sched::compute_aside`), so that another tenant's search
+    /// takes the core from it (docs/benchmarks.md, 6 Dec). The index leaves `index` for that
+    /// time, under the tenant's index lock, which only the tenant's own requests and its
+    /// background work wait on. An apply that panics takes the index with it, as it would
+    /// poison the lock (the index is then loaded again when next needed).
+    fn apply_aside(
+        &self,
+        store: &Store,
+        key: TenantKey,
+        index: &mut Option<TenantIndex>,
+        changes: Vec<Change>,
+    ) -> Result<(), EngineError> {
+        let Some(ti) = index.as_ref() else {
+            return Ok(());
+        };
+        let created = ti.created_collections(store, key, &changes)?;
+        let mut ti = index.take().expect("invariant: checked above");
+        let (ti, applied, _ran_on) = strata_sched::compute_aside(move || {
+            let applied = ti.apply_read(changes, created);
+            let ran_on = if cfg!(test) {
+                std::thread::current().name().map(str::to_owned)
+            } else {
+                None
+            };
+            (ti, applied, ran_on)
+        });
+        #[cfg(test)]
+        lock(&self.applied_aside_on).push(_ran_on);
+        *index = Some(ti);
+        applied
     }
 
     /// Marks or clears the loaded index's `write_pending` (through a read guard: searches

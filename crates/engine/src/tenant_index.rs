@@ -30,6 +30,11 @@ pub(crate) enum Change {
     DropCollection(CollectionName),
 }
 
+/// The committed definitions of the collections a write's changes need that were not loaded
+/// ([`TenantIndex::created_collections`]); `None` for one storage no longer has.
+#[derive(Default)]
+pub(crate) struct Created(HashMap<CollectionName, Option<strata_types::Collection>>);
+
 /// The indexes of one tenant: one [`CollectionIndex`] per collection.
 #[derive(Default)]
 pub(crate) struct TenantIndex {
@@ -369,6 +374,55 @@ impl TenantIndex {
         key: TenantKey,
         changes: Vec<Change>,
     ) -> Result<(), EngineError> {
+        let created = self.created_collections(store, key, &changes)?;
+        self.apply_read(changes, created)
+    }
+
+    /// What applying `changes` needs from storage: the committed definition (or `None`) of
+    /// each collection they write records into that is not loaded when its records come (one
+    /// created after the load, or dropped earlier in `changes`). Read before
+    /// [`TenantIndex::apply_read`], which then computes in memory alone.
+    pub fn created_collections(
+        &self,
+        store: &Store,
+        key: TenantKey,
+        changes: &[Change],
+    ) -> Result<Created, EngineError> {
+        let mut dropped = Vec::new();
+        let mut wanted = Vec::new();
+        for change in changes {
+            match change {
+                Change::Upsert { record, .. }
+                    if (!self.collections.contains_key(&record.modality)
+                        || dropped.contains(&&record.modality))
+                        && !wanted.contains(&&record.modality) =>
+                {
+                    wanted.push(&record.modality);
+                }
+                Change::DropCollection(name) => dropped.push(name),
+                _ => {}
+            }
+        }
+        if wanted.is_empty() {
+            return Ok(Created::default());
+        }
+        let reads = store.read()?;
+        let mut created = HashMap::with_capacity(wanted.len());
+        for name in wanted {
+            created.insert(name.clone(), reads.collection(key, name)?);
+        }
+        Ok(Created(created))
+    }
+
+    /// Applies `changes` once the definitions they need were read (`created`, from
+    /// [`TenantIndex::created_collections`]): memory only, no lock taken and no storage read,
+    /// so that a write of a tenant over its share can compute it at the background priority
+    /// (`IndexRegistry::apply`).
+    pub fn apply_read(
+        &mut self,
+        changes: Vec<Change>,
+        created: Created,
+    ) -> Result<(), EngineError> {
         self.mark_dirty();
         self.unsaved_changes
             .fetch_add(changes.len() as u64, std::sync::atomic::Ordering::Relaxed);
@@ -377,11 +431,11 @@ impl TenantIndex {
                 Change::Upsert { record, .. } => {
                     if !self.collections.contains_key(&record.modality) {
                         // A collection created after the load: its definition is committed.
-                        let Some(c) = store.read()?.collection(key, &record.modality)? else {
+                        let Some(Some(c)) = created.0.get(&record.modality) else {
                             continue;
                         };
                         self.collections.insert(c.name.clone(), {
-                            let mut ci = CollectionIndex::new(&c);
+                            let mut ci = CollectionIndex::new(c);
                             ci.params = self.params;
                             ci
                         });

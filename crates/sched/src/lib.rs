@@ -27,6 +27,7 @@
 
 #![warn(missing_docs)]
 
+mod aside;
 pub mod blocking;
 mod cpu;
 mod error;
@@ -43,6 +44,7 @@ mod shard;
 pub mod shares;
 pub mod slice;
 
+pub use aside::{compute_aside, sets_aside};
 pub use blocking::{blocking, on_background_worker};
 pub use cpu::{adjust_job_cpu, job_cpu_adjustment, take_job_cpu_adjustment, thread_cpu_ns};
 pub use error::{Busy, LimitsError, RetryAfter, SchedError};

@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
+use crate::aside::{self, HelperSpec};
 use crate::blocking::{Pool, set_worker};
 use crate::cpu::{take_job_cpu_adjustment, thread_cpu_ns};
 use crate::error::SchedError;
@@ -119,6 +120,12 @@ pub struct SchedulerConfig {
     /// become rare): a poll keeps its core out of the idle state, which on a virtual machine
     /// makes a client slower than the window faster, for up to the window of CPU per job.
     pub idle_poll_always: bool,
+    /// While background workers exist: a normal worker running a job of a tenant over its
+    /// share of the CPU ([`CpuShares::over_cpu_share`]) hands the stretches of computing the job
+    /// sets aside ([`crate::compute_aside`]) to a helper thread at `background_priority` (`nice
+    /// 19` where that is `SCHED_IDLE`), so that such a tenant's writes compute their index work
+    /// at about the priority its reads run at. Off: they compute on the worker.
+    pub compute_aside: bool,
 }
 
 /// The default [`SchedulerConfig::long_job_after`]: well above a typical search (under 1 ms)
@@ -155,6 +162,7 @@ impl Default for SchedulerConfig {
             long_job_after: DEFAULT_LONG_JOB_AFTER,
             idle_poll: crate::idle_poll::default_idle_poll(),
             idle_poll_always: false,
+            compute_aside: true,
         }
     }
 }
@@ -423,6 +431,8 @@ struct Shared<K> {
     thread_name: String,
     background_priority: BackgroundPriority,
     background_thread_start: Option<fn()>,
+    /// Normal workers set an over-share tenant's computing aside (`crate::aside`).
+    compute_aside: bool,
     spares_started: std::sync::atomic::AtomicUsize,
     idle_poll: IdlePoll,
 }
@@ -740,6 +750,13 @@ fn start_thread<K: Hash + Eq + Clone + Send + 'static>(
             }
         }
         set_worker(Arc::clone(&shared) as Arc<dyn Pool>, kind);
+        if kind == Kind::Foreground && shared.compute_aside {
+            let spec = HelperSpec {
+                priority: aside::helper_priority(shared.background_priority),
+                on_start: shared.background_thread_start,
+            };
+            aside::set_foreground_worker(spec, format!("{}-aside", shared.thread_name));
+        }
         worker(&shared, kind, executor.as_ref());
     })?;
     handles.push(handle);
@@ -808,6 +825,7 @@ impl<K: Hash + Eq + Clone + Send + 'static> FairScheduler<K> {
             thread_name: config.thread_name.clone(),
             background_priority: config.background_priority,
             background_thread_start: config.background_thread_start,
+            compute_aside: config.compute_aside && background > 0,
             spares_started: Default::default(),
             idle_poll: IdlePoll::new(config.idle_poll),
         });
@@ -1297,6 +1315,13 @@ fn worker<K: Hash + Eq + Clone + Send + 'static>(
                 Some(shares) if kind != Kind::Reserved => shares.started(&charge.key, now),
                 _ => None,
             };
+            // A normal worker's job of a tenant over its share of the CPU, backlog or not: its
+            // computing set aside runs at the background priority (`crate::aside`).
+            let over_share = kind == Kind::Foreground
+                && state
+                    .shares
+                    .as_ref()
+                    .is_some_and(|s| s.usage.over_cpu_share(&charge.key));
             drop(state);
             if wake_watchdog {
                 shared.watch.notify_one();
@@ -1310,12 +1335,13 @@ fn worker<K: Hash + Eq + Clone + Send + 'static>(
             let wall = Instant::now();
             // On this thread in both cases: a declared wait of the job is told to the pool here.
             let current = long_jobs::Running::set(long_id);
+            let over_share = aside::OverShareJob::set(over_share);
             // Panics are caught inside the job, so neither can unwind.
             let (cpu, deliver) = match executor {
                 Some(executor) => executor.run(job.run),
                 None => run_here(job.run),
             };
-            drop(current);
+            drop((current, over_share));
             deliver();
             let cost =
                 cpu.unwrap_or_else(|| u64::try_from(wall.elapsed().as_nanos()).unwrap_or(u64::MAX));

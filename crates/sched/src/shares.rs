@@ -173,6 +173,19 @@ impl<K: Hash + Eq + Clone> CpuShares<K> {
         }
     }
 
+    /// Whether `key` used more than its weighted share of the recent CPU while others were
+    /// active, backlog or not: [`placement`]'s rule without the backlog's. A normal worker's
+    /// job of such a tenant computes what it sets aside at the background priority
+    /// (`crate::aside`): a tenant sending a job at a time, each answered before the next (a
+    /// write flood paced below what the pool can do), can still use most of the cores, and
+    /// another tenant's job then waits behind its computing.
+    pub fn over_cpu_share(&self, key: &K) -> bool {
+        self.tenants.get(key).is_some_and(|u| {
+            let cpu = u.previous + u.current;
+            placement(cpu, u.weight, self.total_cpu, self.total_weight) == Placement::Background
+        })
+    }
+
     /// Whether `key` has more jobs pending than the backlog allows: only then can its jobs go
     /// to the background, whatever the CPU shares do.
     pub fn has_backlog(&self, key: &K) -> bool {
@@ -249,6 +262,26 @@ mod tests {
         // B's last job was submitted in the window before: a turn later it is gone.
         s.rotate();
         assert_eq!((s.active(), s.placement(&"a")), (1, Placement::Foreground));
+    }
+
+    /// Over its share of the CPU is the placement's rule without the backlog: a tenant sending
+    /// one job at a time that uses most of the CPU beside another is over; alone, or within its
+    /// share, it is not.
+    #[test]
+    fn over_its_cpu_share_whatever_its_backlog() {
+        let mut s = CpuShares::new(2);
+        s.submitted(&"a", 1);
+        s.finished(&"a", 30_000_000);
+        assert!(!s.over_cpu_share(&"a"), "alone");
+        s.submitted(&"b", 1);
+        s.finished(&"b", 2_000_000);
+        s.submitted(&"a", 1);
+        assert_eq!(s.placement(&"a"), Placement::Foreground, "no backlog");
+        assert!(s.over_cpu_share(&"a"));
+        assert!(!s.over_cpu_share(&"b"));
+        assert!(!s.over_cpu_share(&"c"), "unknown");
+        s.finished(&"b", 40_000_000);
+        assert!(!s.over_cpu_share(&"a"), "B caught up");
     }
 
     /// Over its share but with no more jobs pending than the backlog allows (a tenant sending

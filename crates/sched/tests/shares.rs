@@ -826,3 +826,70 @@ fn a_handle_tells_whether_its_tenant_was_over_its_share() {
         h.wait_blocking().unwrap();
     }
 }
+
+/// A write of a tenant over its share of the CPU computes what it sets aside at the background
+/// priority, on a helper of its worker, even without a backlog (one job at a time); a tenant
+/// within its share, or alone, computes on the worker (`strata_sched::compute_aside`).
+#[test]
+fn an_over_share_tenants_writes_compute_aside_at_the_background_priority() {
+    fn nice() -> i32 {
+        // SAFETY: plain syscall with integer arguments; pid 0 is the calling thread.
+        unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) }
+    }
+    // What a job saw: whether it sets aside, and the nice value its computing ran at.
+    let aside_job = || {
+        let aside = strata_sched::sets_aside();
+        let computed_at = strata_sched::compute_aside(nice);
+        (aside, computed_at, nice())
+    };
+    // The nice value the test runs at (a suite may be run under `nice`).
+    let base = nice();
+    let Some(pool) = one_worker_of_each_set() else {
+        return;
+    };
+    let mut seen = None;
+    for _ in 0..5 {
+        a_over_its_share_beside_b(&pool);
+        let write = |key| {
+            pool.submit_with(&key, 1, Lane::Shared, Demotable::Never, aside_job)
+                .unwrap()
+                .wait_blocking()
+                .unwrap()
+        };
+        let a = write("a");
+        assert_eq!(write("b"), (false, base, base), "B is within its share");
+        if a.0 {
+            seen = Some(a);
+            break;
+        }
+    }
+    assert_eq!(
+        seen,
+        Some((true, 19, base)),
+        "A's write computed at nice 19 while its worker stayed at 0"
+    );
+
+    let alone = one_worker_of_each_set().expect("lowered once, lowered again");
+    let (release, held) = std::sync::mpsc::channel::<()>();
+    let first = alone
+        .submit(&"a", 1, move || {
+            let _ = held.recv();
+        })
+        .unwrap();
+    let backlog: Vec<_> = (0..5)
+        .map(|_| {
+            alone
+                .submit_with(&"a", 1, Lane::Shared, Demotable::Never, aside_job)
+                .unwrap()
+        })
+        .collect();
+    drop(release);
+    first.wait_blocking().unwrap();
+    for h in backlog {
+        assert_eq!(
+            h.wait_blocking().unwrap(),
+            (false, base, base),
+            "a tenant alone"
+        );
+    }
+}

@@ -144,6 +144,14 @@ pub struct SchedulerSection {
     /// client sending searches one after another) about a fifth faster, for up to
     /// `idle_poll_us` of one core's time per request. Off by default.
     pub idle_poll_always: bool,
+    /// Whether a tenant over its share (the background workers' rule, backlog or not) applies
+    /// its writes to its loaded indexes at the background priority, on a helper thread of the
+    /// worker running the write, rather than at normal priority on the worker: a vector's
+    /// graph insert is most of a vector write's CPU on the pool, and under a flood of vector
+    /// writes at ten times a light tenant's rate that tenant's p99 fell by a fifth to a third
+    /// (docs/benchmarks.md). The write's transaction stays at normal priority; a tenant alone,
+    /// or within its share, applies as before. Needs the background workers. On by default.
+    pub lower_over_share_index_work: bool,
 }
 
 impl SchedulerSection {
@@ -187,6 +195,7 @@ impl Default for SchedulerSection {
             idle_poll_us: None,
             idle_poll_always: false,
             over_share_io_threads: None,
+            lower_over_share_index_work: true,
         }
     }
 }
@@ -895,6 +904,23 @@ mod tests {
         );
         let off = Config::load(None, env(&[("STRATA__SCHEDULER__IDLE_POLL_US", "0")])).unwrap();
         assert_eq!(off.scheduler.idle_poll(), Duration::ZERO);
+    }
+
+    #[test]
+    fn an_over_share_tenants_index_work_is_lowered_unless_turned_off() {
+        assert!(
+            Config::load(None, env(&[]))
+                .unwrap()
+                .scheduler
+                .lower_over_share_index_work
+        );
+        let off = env(&[("STRATA__SCHEDULER__LOWER_OVER_SHARE_INDEX_WORK", "false")]);
+        assert!(
+            !Config::load(None, off)
+                .unwrap()
+                .scheduler
+                .lower_over_share_index_work
+        );
     }
 
     #[test]

@@ -145,6 +145,7 @@ pub async fn run(config: Config, lane: Option<strata_api::OverShareLane>) -> any
                 long_job_after: Duration::from_millis(config.scheduler.long_job_after_ms),
                 idle_poll: config.scheduler.idle_poll(),
                 idle_poll_always: config.scheduler.idle_poll_always,
+                compute_aside: config.scheduler.lower_over_share_index_work,
             },
             body_read_timeout: Duration::from_secs(config.server.body_read_timeout_secs),
             body_min_bytes_per_sec: config.server.body_min_bytes_per_sec,
