@@ -800,6 +800,19 @@ fn a_handle_tells_whether_its_tenant_was_over_its_share() {
         "A, over its share with jobs pending, is over at each of them"
     );
 
+    let backlog = alone_with_a_backlog(|| spin(Duration::from_millis(2)));
+    assert!(
+        backlog.iter().all(|(over, ())| !over),
+        "a tenant alone has the whole pool"
+    );
+}
+
+/// Five jobs `job` of tenant A alone on a pool of one worker of each set, queued behind a job
+/// of A's that holds the worker, so that they make a backlog: whether each handle said A was
+/// over its share, and each job's result.
+fn alone_with_a_backlog<R: Send + 'static>(
+    job: impl Fn() -> R + Clone + Send + 'static,
+) -> Vec<(bool, R)> {
     let alone = one_worker_of_each_set().expect("lowered once, lowered again");
     let (release, held) = std::sync::mpsc::channel::<()>();
     let first = alone
@@ -810,21 +823,16 @@ fn a_handle_tells_whether_its_tenant_was_over_its_share() {
     let backlog: Vec<_> = (0..5)
         .map(|_| {
             alone
-                .submit_with(&"a", 1, Lane::Shared, Demotable::Never, || {
-                    spin(Duration::from_millis(2))
-                })
+                .submit_with(&"a", 1, Lane::Shared, Demotable::Never, job.clone())
                 .unwrap()
         })
         .collect();
-    assert!(
-        backlog.iter().all(|h| !h.over_share()),
-        "a tenant alone has the whole pool"
-    );
     drop(release);
     first.wait_blocking().unwrap();
-    for h in backlog {
-        h.wait_blocking().unwrap();
-    }
+    backlog
+        .into_iter()
+        .map(|h| (h.over_share(), h.wait_blocking().unwrap()))
+        .collect()
 }
 
 /// A write of a tenant over its share of the CPU computes what it sets aside at the background
@@ -866,30 +874,10 @@ fn an_over_share_tenants_writes_compute_aside_at_the_background_priority() {
     assert_eq!(
         seen,
         Some((true, 19, base)),
-        "A's write computed at nice 19 while its worker stayed at 0"
+        "A's write computed at nice 19 while its worker kept its priority"
     );
 
-    let alone = one_worker_of_each_set().expect("lowered once, lowered again");
-    let (release, held) = std::sync::mpsc::channel::<()>();
-    let first = alone
-        .submit(&"a", 1, move || {
-            let _ = held.recv();
-        })
-        .unwrap();
-    let backlog: Vec<_> = (0..5)
-        .map(|_| {
-            alone
-                .submit_with(&"a", 1, Lane::Shared, Demotable::Never, aside_job)
-                .unwrap()
-        })
-        .collect();
-    drop(release);
-    first.wait_blocking().unwrap();
-    for h in backlog {
-        assert_eq!(
-            h.wait_blocking().unwrap(),
-            (false, base, base),
-            "a tenant alone"
-        );
+    for (_, saw) in alone_with_a_backlog(aside_job) {
+        assert_eq!(saw, (false, base, base), "a tenant alone");
     }
 }
