@@ -163,12 +163,7 @@ impl<K: Hash + Eq + Clone> CpuShares<K> {
     /// Where `key`'s next job should run, given everyone's recent CPU and its backlog.
     pub fn placement(&self, key: &K) -> Placement {
         match self.tenants.get(key) {
-            Some(u) if self.over_backlog(u) => placement(
-                u.previous + u.current,
-                u.weight,
-                self.total_cpu,
-                self.total_weight,
-            ),
+            Some(u) if self.over_backlog(u) && self.over_cpu(u) => Placement::Background,
             _ => Placement::Foreground,
         }
     }
@@ -180,10 +175,13 @@ impl<K: Hash + Eq + Clone> CpuShares<K> {
     /// write flood paced below what the pool can do), can still use most of the cores, and
     /// another tenant's job then waits behind its computing.
     pub fn over_cpu_share(&self, key: &K) -> bool {
-        self.tenants.get(key).is_some_and(|u| {
-            let cpu = u.previous + u.current;
-            placement(cpu, u.weight, self.total_cpu, self.total_weight) == Placement::Background
-        })
+        self.tenants.get(key).is_some_and(|u| self.over_cpu(u))
+    }
+
+    /// The one test of a tenant's recent CPU against its share ([`placement`]).
+    fn over_cpu(&self, u: &Usage) -> bool {
+        let cpu = u.previous + u.current;
+        placement(cpu, u.weight, self.total_cpu, self.total_weight) == Placement::Background
     }
 
     /// Whether `key` has more jobs pending than the backlog allows: only then can its jobs go
