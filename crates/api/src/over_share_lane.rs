@@ -9,15 +9,26 @@
 //! queue: its p99 rose 11–16× while its jobs themselves were served fairly
 //! (docs/benchmarks.md).
 //!
-//! So a request whose connection last served a tenant that the pool found over its share,
-//! with a backlog (`strata_sched::JobHandle::over_share`, the same rule that moves its reads
-//! to the background workers), runs as a task on a second runtime, [`OverShareLane`]. The
-//! connection itself (reading the request's head and body, writing the answer) stays where it
-//! was. The OS then sees two sets of threads: the lane's, busy with the flooding tenant's
-//! work, and the main runtime's, mostly asleep, which a light tenant's request wakes and
-//! which the OS runs at once because they slept. Both run at the same OS priority: an async
-//! thread takes the pool's lock and others, and a lowered one preempted under a lock would
-//! hold up every thread that needs it.
+//! So a request whose connection last served a tenant that the pool found over its share of
+//! the CPU (`strata_sched::JobHandle::over_share`: the rule that moves its reads to the
+//! background workers, without their backlog, since a flood paced below what the server can do
+//! has a request or two pending and still takes most of the cores) runs as a task on a second
+//! runtime, [`OverShareLane`]. The connection itself (reading the request's head and body,
+//! writing the answer) stays where it was. The OS then sees two sets of threads: the lane's,
+//! busy with the flooding tenant's work, and the main runtime's, mostly asleep, which a light
+//! tenant's request wakes.
+//!
+//! The binary runs the lane's threads at the background priority (`[scheduler]
+//! lower_over_share_requests`, `strata_sched::lower_for_over_share`): at the same priority as
+//! the main runtime's, the flooding tenant's parsing, key checks and answers shared the cores
+//! evenly with a light tenant's search and its request's own async work, and under a flood of
+//! vector writes at ten times its rate that tenant's p99 was 1.5–1.7× its p99 alone; lowered,
+//! 1.35–1.37× (docs/benchmarks.md, 6 Dec). Never `SCHED_IDLE`: a lane thread takes locks
+//! every request takes (the pool's, the metrics'), and at `nice 19` one preempted under such a
+//! lock still runs again in bounded time; the threads waiting for the lock sleep meanwhile,
+//! which leaves it the core. Nothing on the lane starts a long-lived thread (a thread inherits
+//! its creator's priority): the engine's threads start with the engine, and the pool's spares
+//! and helpers are started by its workers.
 //!
 //! The flag is per tenant, set at each of its submissions to the pool, and lapses two share
 //! windows (200 ms) after the latest submission that found the tenant over: a tenant whose

@@ -8,6 +8,13 @@
 //! tenant's write lock nor the storage write lock is ever held during a forward pass (a patch's
 //! new content too: `Engine::patch` embeds it from a snapshot first). A write's texts are
 //! embedded in steps of a bounded cost (`crate::put_steps`), each its own pool job.
+//!
+//! A forward pass takes no lock, so the job of a tenant over its share of the CPU computes it
+//! at the background priority (`strata_sched::compute_aside`, [`forward_pass`]): a tenant
+//! flooding text writes or text searches one at a time, never with a backlog, otherwise
+//! embedded on the normal workers, and another tenant's search shared the core with it.
+
+use std::sync::Arc;
 
 use strata_auth::{Permission, TenantScope};
 use strata_embed::{EmbedError, Embedder};
@@ -50,9 +57,39 @@ fn describe(r: &EmbedderRef) -> String {
 }
 
 /// Embeds `texts` in one call, mapping the embedder's errors to the engine's.
-pub(crate) fn embed(e: &Embedder, texts: &[&str]) -> Result<Vec<Vec<f32>>, EngineError> {
+pub(crate) fn embed(e: &Arc<Embedder>, texts: &[&str]) -> Result<Vec<Vec<f32>>, EngineError> {
+    forward_pass(e, texts).map_err(|err| embed_error(err, |i| i))
+}
+
+/// `e`'s forward pass over `texts`: on the calling thread, or, in a job of a tenant over its
+/// share, on its worker's helper at the background priority (the texts copied for it: a copy
+/// costs microseconds where the pass costs milliseconds).
+pub(crate) fn forward_pass(e: &Arc<Embedder>, texts: &[&str]) -> Result<Vec<Vec<f32>>, EmbedError> {
     forward_pass_allowed();
-    e.embed(texts).map_err(|err| embed_error(err, |i| i))
+    if !strata_sched::sets_aside() {
+        passed_on_this_thread();
+        return e.embed(texts);
+    }
+    let (e, texts) = (
+        Arc::clone(e),
+        texts.iter().map(|t| t.to_string()).collect::<Vec<_>>(),
+    );
+    strata_sched::compute_aside(move || {
+        passed_on_this_thread();
+        let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
+        e.embed(&texts)
+    })
+}
+
+/// The threads forward passes ran on, by name, in order (tests read it).
+#[cfg(test)]
+pub(crate) static PASSES_ON: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+fn passed_on_this_thread() {
+    #[cfg(test)]
+    if let Some(name) = std::thread::current().name() {
+        crate::registry::lock(&PASSES_ON).push(name.to_owned());
+    }
 }
 
 /// A forward pass takes milliseconds: inside a write transaction it would hold the storage
@@ -81,8 +118,8 @@ pub(crate) fn text_collection() -> CollectionName {
 
 impl Engine {
     /// The server's embedder and its identity, when one is loaded.
-    pub(crate) fn loaded_embedder(&self) -> Option<(&Embedder, EmbedderRef)> {
-        self.embedder.as_deref().map(|e| (e, identity(e)))
+    pub(crate) fn loaded_embedder(&self) -> Option<(&Arc<Embedder>, EmbedderRef)> {
+        self.embedder.as_ref().map(|e| (e, identity(e)))
     }
 
     /// Which records of a write the loaded model is to embed: those with content, no vector,

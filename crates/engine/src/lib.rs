@@ -60,6 +60,8 @@ mod name_bitmaps;
 mod narrative_principal_tests;
 #[cfg(test)]
 mod over_share_apply_tests;
+#[cfg(test)]
+mod over_share_embed_tests;
 mod owed_compaction;
 mod pheromone_cap;
 #[cfg(test)]

@@ -129,9 +129,7 @@ impl Engine {
             .iter()
             .map(|&r| records[r].content.as_deref().unwrap_or_default())
             .collect();
-        crate::embedding::forward_pass_allowed();
-        let vectors = embedder
-            .embed(&texts)
+        let vectors = crate::embedding::forward_pass(embedder, &texts)
             .map_err(|e| embed_error(e, |t| picked[t]))?;
         for (&r, v) in picked.iter().zip(vectors) {
             records[r].vector = Some(v);

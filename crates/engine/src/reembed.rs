@@ -307,7 +307,9 @@ impl Engine {
         self.read_tenant(scope, Permission::Admin, f)
     }
 
-    fn loaded_for_reembed(&self) -> Result<(&strata_embed::Embedder, EmbedderRef), EngineError> {
+    fn loaded_for_reembed(
+        &self,
+    ) -> Result<(&std::sync::Arc<strata_embed::Embedder>, EmbedderRef), EngineError> {
         self.loaded_embedder().ok_or_else(|| {
             conflict(
                 "this server runs without an embedder, so it cannot re-embed; \

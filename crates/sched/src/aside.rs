@@ -59,6 +59,16 @@ pub(crate) fn helper_priority(background: BackgroundPriority) -> BackgroundPrior
     }
 }
 
+/// Lowers the calling thread for the requests of tenants over their share (the server's
+/// over-share lane of async threads) when the background workers run at `background`: to
+/// [`helper_priority`], never `SCHED_IDLE`, since those threads take locks every request takes
+/// (the pool's, the metrics'), and a thread held off the CPU indefinitely would hold them all;
+/// `nice 19` still runs it in bounded time. Also asks for the shortest time slice. Fails, and
+/// changes nothing, at `Unchanged` or where the OS refuses.
+pub fn lower_for_over_share(background: BackgroundPriority) -> std::io::Result<()> {
+    lower_for_background(helper_priority(background))
+}
+
 /// A worker's helper thread, started at its first stretch.
 enum Helper {
     NotStarted(HelperSpec, String),

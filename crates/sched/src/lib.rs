@@ -44,7 +44,7 @@ mod shard;
 pub mod shares;
 pub mod slice;
 
-pub use aside::{compute_aside, sets_aside};
+pub use aside::{compute_aside, lower_for_over_share, sets_aside};
 pub use blocking::{blocking, on_background_worker};
 pub use cpu::{adjust_job_cpu, job_cpu_adjustment, take_job_cpu_adjustment, thread_cpu_ns};
 pub use error::{Busy, LimitsError, RetryAfter, SchedError};

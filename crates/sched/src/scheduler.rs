@@ -1012,17 +1012,17 @@ impl<K: Hash + Eq + Clone + Send + 'static> FairScheduler<K> {
                     QueueFull::Total { queued } => SchedError::Overloaded { queued },
                     QueueFull::Tenant { queued } => SchedError::TenantQueueFull { queued },
                 })?;
-            let (placement, backlog, became) = match state.shares.as_mut() {
+            let (placement, backlog, became, over_share) = match state.shares.as_mut() {
                 Some(shares) => {
                     shares.tick(Instant::now());
                     let became = shares.usage.submitted(key, weight);
                     let u = &shares.usage;
-                    (Some(u.placement(key)), u.has_backlog(key), became)
+                    let over = u.over_cpu_share(key);
+                    (Some(u.placement(key)), u.has_backlog(key), became, over)
                 }
-                None => (None, false, false),
+                None => (None, false, false, false),
             };
-            let over_share = matches!(placement, Some(Placement::Background));
-            let background = over_share && demotable;
+            let background = matches!(placement, Some(Placement::Background)) && demotable;
             // Only a tenant with a backlog can have its jobs moved to the background before
             // they are popped; waking a background worker for anyone else's is futile. The job
             // that gives a tenant its backlog wakes one whatever the job (a write too: the
@@ -1525,10 +1525,13 @@ pub struct JobHandle<R> {
 }
 
 impl<R> JobHandle<R> {
-    /// Whether the job's tenant was over its share of the recent CPU, with a backlog, when the
-    /// job was submitted (the rule of `crate::shares` that sends a tenant's demotable jobs to
-    /// the background workers), whatever this job is and whichever lane it runs in. Always
-    /// false while the split is off (no background workers).
+    /// Whether the job's tenant was over its share of the recent CPU when the job was
+    /// submitted, backlog or not ([`CpuShares::over_cpu_share`]: the rule of `crate::shares`
+    /// that sends a tenant's demotable jobs to the background workers, without its backlog),
+    /// whatever this job is and whichever lane it runs in. Always false while the split is off
+    /// (no background workers).
+    ///
+    /// [`CpuShares::over_cpu_share`]: crate::CpuShares::over_cpu_share
     pub fn over_share(&self) -> bool {
         self.over_share
     }

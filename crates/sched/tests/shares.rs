@@ -750,10 +750,11 @@ fn workers_with_nothing_they_may_run_do_not_wake_each_other_back_and_forth() {
     );
 }
 
-/// A job's handle says whether its tenant was over its share with a backlog when it was
-/// submitted, whatever the job (a write too, which stays on the normal workers): the server
-/// serves such a tenant's requests on async threads of their own. A tenant sending one job at
-/// a time is never over beside a busier one; a tenant alone never is.
+/// A job's handle says whether its tenant was over its share of the CPU when it was submitted,
+/// backlog or not, whatever the job (a write too, which stays on the normal workers): the
+/// server serves such a tenant's requests on async threads of their own, at the background
+/// priority. A tenant that used less than its share is never over beside a busier one, however
+/// many jobs it sends; a tenant alone never is.
 #[test]
 fn a_handle_tells_whether_its_tenant_was_over_its_share() {
     let Some(pool) = one_worker_of_each_set() else {
@@ -761,6 +762,21 @@ fn a_handle_tells_whether_its_tenant_was_over_its_share() {
     };
     // The shares are counted over windows of wall-clock time: on a loaded machine A's CPU can
     // leave them before its jobs are submitted, so a few tries.
+    let mut seen_alone = false;
+    for _ in 0..5 {
+        a_over_its_share_beside_b(&pool);
+        // One job at a time, nothing pending: a paced flood.
+        let one = pool
+            .submit_with(&"a", 1, Lane::Shared, Demotable::Never, || ())
+            .unwrap();
+        seen_alone = one.over_share();
+        one.wait_blocking().unwrap();
+        if seen_alone {
+            break;
+        }
+    }
+    assert!(seen_alone, "A, over its share, is over without a backlog");
+
     let mut seen = false;
     for _ in 0..5 {
         a_over_its_share_beside_b(&pool);

@@ -119,14 +119,20 @@ pub struct SchedulerSection {
     /// take it, the server says so once and runs with the default.
     pub io_thread_slice_us: u64,
     /// Async threads of a second runtime that serves the requests of a tenant over its share
-    /// of the CPU (the background workers' rule: more jobs pending than `server.workers`, and
-    /// more than 1.25× its weighted share of the pool's recent CPU while others are active),
-    /// so a light tenant's requests do not wait behind a flooding tenant's on the same async
-    /// threads: under a flood of vector writes a light tenant's p99 fell to about a third
-    /// (docs/benchmarks.md). They use no CPU while no tenant is over its share. The rule needs
-    /// the background workers' accounting: with `background_workers = 0` there is no lane.
-    /// Unset (the default): as many as the main runtime's (one per CPU). 0: off. At most 256.
+    /// of the CPU (the background workers' rule without their backlog: more than 1.25× its
+    /// weighted share of the pool's recent CPU while others are active), so a light tenant's
+    /// requests do not wait behind a flooding tenant's on the same async threads: under a
+    /// flood of vector writes a light tenant's p99 fell to about a third (docs/benchmarks.md).
+    /// They use no CPU while no tenant is over its share. The rule needs the background
+    /// workers' accounting: with `background_workers = 0` there is no lane. Unset (the
+    /// default): as many as the main runtime's (one per CPU). 0: off. At most 256.
     pub over_share_io_threads: Option<usize>,
+    /// Whether the over-share lane's threads (`over_share_io_threads`) run at the background
+    /// priority (`nice 19`, never `SCHED_IDLE`: they take locks every request takes), so the
+    /// OS runs a light tenant's request before the flooding tenant's parsing, key checks and
+    /// answers (docs/benchmarks.md, 6 Dec). At the process's priority when
+    /// `background_priority = "unchanged"`. On by default.
+    pub lower_over_share_requests: bool,
     /// Milliseconds a pool job may run while another tenant's job waits for a worker before it
     /// gives up its worker's place to a spare thread (at most twice as many spares as workers), so
     /// a tenant's long jobs (embedding long texts, large searches) on every worker do not make
@@ -150,7 +156,9 @@ pub struct SchedulerSection {
     /// graph insert is most of a vector write's CPU on the pool, and under a flood of vector
     /// writes at ten times a light tenant's rate that tenant's p99 fell by a fifth to a third
     /// (docs/benchmarks.md). The write's transaction stays at normal priority; a tenant alone,
-    /// or within its share, applies as before. Needs the background workers. On by default.
+    /// or within its share, applies as before. The built-in embedder's forward passes for such
+    /// a tenant (its text writes and text searches) run on that helper too. Needs the
+    /// background workers. On by default.
     pub lower_over_share_index_work: bool,
 }
 
@@ -195,6 +203,7 @@ impl Default for SchedulerSection {
             idle_poll_us: None,
             idle_poll_always: false,
             over_share_io_threads: None,
+            lower_over_share_requests: true,
             lower_over_share_index_work: true,
         }
     }
@@ -904,6 +913,23 @@ mod tests {
         );
         let off = Config::load(None, env(&[("STRATA__SCHEDULER__IDLE_POLL_US", "0")])).unwrap();
         assert_eq!(off.scheduler.idle_poll(), Duration::ZERO);
+    }
+
+    #[test]
+    fn an_over_share_tenants_requests_are_lowered_unless_turned_off() {
+        assert!(
+            Config::load(None, env(&[]))
+                .unwrap()
+                .scheduler
+                .lower_over_share_requests
+        );
+        let off = env(&[("STRATA__SCHEDULER__LOWER_OVER_SHARE_REQUESTS", "false")]);
+        assert!(
+            !Config::load(None, off)
+                .unwrap()
+                .scheduler
+                .lower_over_share_requests
+        );
     }
 
     #[test]

@@ -399,14 +399,20 @@ fn main() -> anyhow::Result<()> {
         let config = Config::load(config.as_deref(), std::env::vars())?;
         init_logging(&config);
         let slice = config.scheduler.io_thread_slice_us;
-        let runtime = server_runtime(slice, None)?;
+        let runtime = server_runtime(slice, None, None)?;
         // Kept until the server has stopped, and dropped outside of any runtime: its tasks are
         // requests, and what they started (a re-embed's driver) ends as on the main runtime.
         // Who is over its share is the background workers' accounting: without them, nobody.
         let lane = match config.over_share_io_threads() {
             0 => None,
             _ if config.background_workers() == 0 => None,
-            n => Some(server_runtime(slice, Some((n, "strata-lane-io")))?),
+            n => {
+                let lowered = config
+                    .scheduler
+                    .lower_over_share_requests
+                    .then(|| config.scheduler.background_priority.api());
+                Some(server_runtime(slice, Some((n, "strata-lane-io")), lowered)?)
+            }
         };
         let handle = lane
             .as_ref()
@@ -483,9 +489,12 @@ fn check(data_dir: &std::path::Path) -> anyhow::Result<()> {
 /// run long jobs, and any a handler spawns) begin at the OS's slice, since the short one is
 /// not inherited. A refusal is logged once; the server runs either way. `threads` names the
 /// over-share lane's runtime (`strata_api::OverShareLane`): its worker count and thread name.
+/// The server's async runtime: `threads` (how many, named how) for the over-share lane, else
+/// the default; `lowered`: the lane's threads run at that background priority.
 fn server_runtime(
     slice_us: u64,
     threads: Option<(usize, &str)>,
+    lowered: Option<strata_sched::BackgroundPriority>,
 ) -> anyhow::Result<tokio::runtime::Runtime> {
     thread_local! {
         static ASKED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
@@ -494,6 +503,19 @@ fn server_runtime(
     builder.enable_all();
     if let Some((n, name)) = threads {
         builder.worker_threads(n).thread_name(name);
+    }
+    if let Some(priority) = lowered {
+        let told = std::sync::atomic::AtomicBool::new(false);
+        // Every thread of the runtime, its blocking ones too: all of them run only the
+        // requests of tenants over their share.
+        builder.on_thread_start(move || {
+            let Err(e) = strata_sched::lower_for_over_share(priority) else {
+                return;
+            };
+            if !told.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                tracing::warn!(error = %e, "scheduler.lower_over_share_requests not applied; the over-share lane runs at the process's priority");
+            }
+        });
     }
     if slice_us > 0 {
         let told = std::sync::atomic::AtomicBool::new(false);

@@ -542,3 +542,51 @@ fn a_tenant_flooding_beside_another_runs_on_the_over_share_lane() {
     ]);
     assert_eq!((alone, beside), (0.0, 0.0), "the lane is off");
 }
+
+/// The nice value of each of the server's threads named `name`, from `/proc`.
+#[cfg(target_os = "linux")]
+fn nice_of_threads(server: &Server, name: &str) -> Vec<i64> {
+    let tasks = format!("/proc/{}/task", server.pid());
+    let mut nice = Vec::new();
+    for task in std::fs::read_dir(tasks).expect("the server's threads") {
+        let dir = task.expect("a thread").path();
+        let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        if comm.trim_end() != name {
+            continue;
+        }
+        let stat = std::fs::read_to_string(dir.join("stat")).expect("thread stat");
+        // Fields after the command's closing parenthesis start at the third (the state); the
+        // nice value is the nineteenth.
+        let rest = &stat[stat.rfind(')').expect("comm") + 2..];
+        let field = rest.split_whitespace().nth(19 - 3).expect("nice field");
+        nice.push(field.parse().expect("a number"));
+    }
+    nice
+}
+
+/// The over-share lane's threads run at the background priority (`nice 19`), so a light
+/// tenant's requests on the main async threads get the cores first; with `[scheduler]
+/// lower_over_share_requests = false` they run at the server's own priority.
+#[cfg(target_os = "linux")]
+#[test]
+fn the_over_share_lanes_threads_run_at_the_background_priority() {
+    let lowered = Server::start();
+    let base = nice_of_threads(&lowered, "strata");
+    assert_eq!(base.len(), 1, "the server's main thread");
+    let lane = nice_of_threads(&lowered, "strata-lane-io");
+    assert!(!lane.is_empty(), "the lane has threads from the start");
+    assert!(lane.iter().all(|&n| n == 19), "lane threads at {lane:?}");
+    let main = nice_of_threads(&lowered, "tokio-rt-worker");
+    assert!(
+        !main.is_empty() && main.iter().all(|&n| n == base[0]),
+        "{main:?}"
+    );
+
+    let off = Server::start_with(&[("STRATA__SCHEDULER__LOWER_OVER_SHARE_REQUESTS", "false")]);
+    let base = nice_of_threads(&off, "strata");
+    let lane = nice_of_threads(&off, "strata-lane-io");
+    assert!(
+        !lane.is_empty() && lane.iter().all(|&n| n == base[0]),
+        "{lane:?}"
+    );
+}
