@@ -300,7 +300,7 @@ impl Gate {
             // requests off the cores during a flood of writes.
             let rest = durable.flushed().await?;
             if !rest.is_empty() {
-                tokio::task::spawn_blocking(move || rest.wait())
+                crate::over_share_lane::spawn_blocking(move || rest.wait())
                     .await
                     .map_err(|e| ApiError::Internal(format!("durability wait: {e}")))??;
             }

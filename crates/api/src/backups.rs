@@ -59,7 +59,7 @@ pub async fn create(
     let engine = state.engine.clone();
     let (started_tx, started) = tokio::sync::oneshot::channel();
     // Started and run by one blocking task, which a client that hangs up does not cancel.
-    let running = tokio::task::spawn_blocking(move || {
+    let running = crate::over_share_lane::spawn_blocking(move || {
         let job = match engine.start_backup(&op, &dir, name.as_deref()) {
             Ok((status, job)) => {
                 let _ = started_tx.send(Ok(status));

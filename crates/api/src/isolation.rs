@@ -126,7 +126,7 @@ pub async fn migrate(
     let engine = state.engine.clone();
     let id_for_log = id.clone();
     let (started_tx, started) = tokio::sync::oneshot::channel();
-    let running = tokio::task::spawn_blocking(move || {
+    let running = crate::over_share_lane::spawn_blocking(move || {
         let (report, job) = match engine.start_migration(&op, &id, req) {
             Ok(started) => started,
             Err(e) => {
@@ -228,7 +228,7 @@ pub async fn cancel(
     // On a blocking thread of its own, not a pool worker: it waits for the move it stopped
     // to clean up.
     let engine = state.engine.clone();
-    let s = tokio::task::spawn_blocking(move || engine.cancel_migration(&op, &id))
+    let s = crate::over_share_lane::spawn_blocking(move || engine.cancel_migration(&op, &id))
         .await
         .map_err(|e| ApiError::Internal(format!("cancel task failed: {e}")))??;
     // Still under way: the move stops at its next chunk, later than the cancel waited.

@@ -174,7 +174,7 @@ pub async fn restore_tenant(
     // Run by a blocking task of its own, which nobody waits for: its outcome is in the
     // migration status, and in the log.
     let (engine, id) = (state.engine.clone(), restored.0.id.clone());
-    tokio::task::spawn_blocking(move || match engine.resume_migration_of(&op, &id) {
+    crate::over_share_lane::spawn_blocking(move || match engine.resume_migration_of(&op, &id) {
         Ok(None) => {}
         Ok(Some(how)) => {
             tracing::info!(tenant = %id, outcome = ?how, "resumed an interrupted migration of a restored tenant")

@@ -26,9 +26,12 @@
 //! 1.35–1.37× (docs/benchmarks.md, 6 Dec). Never `SCHED_IDLE`: a lane thread takes locks
 //! every request takes (the pool's, the metrics'), and at `nice 19` one preempted under such a
 //! lock still runs again in bounded time; the threads waiting for the lock sleep meanwhile,
-//! which leaves it the core. Nothing on the lane starts a long-lived thread (a thread inherits
-//! its creator's priority): the engine's threads start with the engine, and the pool's spares
-//! and helpers are started by its workers.
+//! which leaves it the core. What a request on the lane starts runs on the main runtime
+//! ([`spawn_blocking`], [`spawn`]): blocking work may hold the store's locks (a security
+//! event's audit record, an operator's migration, backup or purge on a connection that carried
+//! a flooding tenant), and a thread inherits its creator's priority, so no thread is started
+//! from the lane's. The engine's own threads start with the engine, and the pool's spares and
+//! helpers are started by its workers.
 //!
 //! The flag is per tenant, set at each of its submissions to the pool, and lapses two share
 //! windows (200 ms) after the latest submission that found the tenant over: a tenant whose
@@ -60,11 +63,20 @@ use tokio::task::JoinHandle;
 #[derive(Clone, Debug)]
 pub struct OverShareLane {
     runtime: Handle,
+    /// The main runtime, where what a request on the lane starts runs ([`spawn_blocking`],
+    /// [`spawn`]).
+    main: Handle,
+}
+
+tokio::task_local! {
+    /// The main runtime, for the requests the lane runs.
+    static MAIN: Handle;
 }
 
 impl OverShareLane {
-    pub fn new(runtime: Handle) -> Self {
-        OverShareLane { runtime }
+    /// A lane running its requests on `runtime`; what they start runs on `main`.
+    pub fn new(runtime: Handle, main: Handle) -> Self {
+        OverShareLane { runtime, main }
     }
 
     /// Runs `fut` as a task on the lane. Dropping the returned future aborts the task, as
@@ -77,7 +89,7 @@ impl OverShareLane {
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        let task = AbortOnDrop(self.runtime.spawn(fut));
+        let task = AbortOnDrop(self.runtime.spawn(MAIN.scope(self.main.clone(), fut)));
         async move {
             let mut task = task;
             (&mut task.0).await.map_err(|e| {
@@ -89,6 +101,44 @@ impl OverShareLane {
                 Cancelled
             })
         }
+    }
+}
+
+/// `tokio::task::spawn_blocking` for request code. On the lane, whose threads may run at the
+/// background priority, the closure runs on the main runtime's blocking threads, at the
+/// process's priority: it may hold the store's locks (an audit record, an operator's migration
+/// or backup), and a thread inherits its creator's priority, so the blocking thread is started
+/// by a task of the main runtime rather than by the lane's thread. Like `spawn_blocking`, the
+/// closure starts at once and runs to its end if the handle is dropped; its panic is the
+/// handle's.
+pub(crate) fn spawn_blocking<F, R>(f: F) -> JoinHandle<R>
+where
+    F: FnOnce() -> R + Send + 'static,
+    R: Send + 'static,
+{
+    match MAIN.try_with(Handle::clone) {
+        Err(_) => tokio::task::spawn_blocking(f),
+        Ok(main) => main.spawn(async move {
+            match tokio::task::spawn_blocking(f).await {
+                Ok(out) => out,
+                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                Err(_) => panic!("a blocking task was cancelled: the server is stopping"),
+            }
+        }),
+    }
+}
+
+/// `tokio::spawn` for what a request starts and does not wait for (a re-embed's driver): on
+/// the main runtime, also from the lane, where it would stay after its tenant is back within
+/// its share.
+pub(crate) fn spawn<F>(fut: F) -> JoinHandle<F::Output>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    match MAIN.try_with(Handle::clone) {
+        Err(_) => tokio::spawn(fut),
+        Ok(main) => main.spawn(fut),
     }
 }
 
@@ -170,7 +220,7 @@ impl TestLane {
             .enable_all()
             .build()
             .expect("a runtime");
-        let lane = OverShareLane::new(runtime.handle().clone());
+        let lane = OverShareLane::new(runtime.handle().clone(), Handle::current());
         TestLane {
             runtime: Some(runtime),
             lane,
@@ -203,6 +253,30 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(name.as_deref(), Some(TestLane::THREAD));
+    }
+
+    /// What a request on the lane starts, blocking work or a task it does not wait for, runs
+    /// on the main runtime: the lane's threads may be lowered, and a thread they started would
+    /// inherit their priority.
+    #[tokio::test]
+    async fn what_a_request_on_the_lane_starts_runs_on_the_main_runtime() {
+        let test = TestLane::new();
+        let name = || std::thread::current().name().map(str::to_owned);
+        let (on_lane, blocking, spawned) = test
+            .lane
+            .run(async move {
+                let blocking = spawn_blocking(name).await.unwrap();
+                let spawned = spawn(async move { name() }).await.unwrap();
+                (name(), blocking, spawned)
+            })
+            .await
+            .unwrap();
+        assert_eq!(on_lane.as_deref(), Some(TestLane::THREAD));
+        assert_ne!(blocking.as_deref(), Some(TestLane::THREAD));
+        assert_ne!(spawned.as_deref(), Some(TestLane::THREAD));
+        // Off the lane, as tokio's own.
+        let here = spawn_blocking(name).await.unwrap();
+        assert_ne!(here.as_deref(), Some(TestLane::THREAD));
     }
 
     /// A request dropped by its connection (the client gone) is cancelled on the lane too.

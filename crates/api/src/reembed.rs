@@ -96,7 +96,7 @@ pub async fn start(
     let job = status
         .job
         .ok_or_else(|| ApiError::Internal("a started re-embed has no job id".into()))?;
-    tokio::spawn(drive(state, admitted, scope, name, job));
+    crate::over_share_lane::spawn(drive(state, admitted, scope, name, job));
     Ok((StatusCode::ACCEPTED, Json(status)).into_response())
 }
 

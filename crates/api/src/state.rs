@@ -328,7 +328,7 @@ impl AppState {
         F: FnOnce(&Engine) -> Result<T, ApiError> + Send + 'static,
     {
         let engine = Arc::clone(&self.engine);
-        tokio::task::spawn_blocking(move || f(&engine))
+        crate::over_share_lane::spawn_blocking(move || f(&engine))
             .await
             .map_err(|e| ApiError::Internal(format!("blocking task failed: {e}")))?
     }

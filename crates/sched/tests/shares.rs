@@ -753,8 +753,8 @@ fn workers_with_nothing_they_may_run_do_not_wake_each_other_back_and_forth() {
 /// A job's handle says whether its tenant was over its share of the CPU when it was submitted,
 /// backlog or not, whatever the job (a write too, which stays on the normal workers): the
 /// server serves such a tenant's requests on async threads of their own, at the background
-/// priority. A tenant that used less than its share is never over beside a busier one, however
-/// many jobs it sends; a tenant alone never is.
+/// priority. A tenant that used less than its share is never over beside a busier one; a tenant
+/// alone never is, even with a backlog.
 #[test]
 fn a_handle_tells_whether_its_tenant_was_over_its_share() {
     let Some(pool) = one_worker_of_each_set() else {

@@ -18,6 +18,7 @@ mod transfer;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -407,16 +408,17 @@ fn main() -> anyhow::Result<()> {
             0 => None,
             _ if config.background_workers() == 0 => None,
             n => {
-                let lowered = config
-                    .scheduler
-                    .lower_over_share_requests
-                    .then(|| config.scheduler.background_priority.api());
+                // With the background priority `unchanged` there is nothing to lower to.
+                let priority = config.scheduler.background_priority;
+                let lowered = (config.scheduler.lower_over_share_requests
+                    && priority != config::BackgroundPrioritySetting::Unchanged)
+                    .then(|| priority.api());
                 Some(server_runtime(slice, Some((n, "strata-lane-io")), lowered)?)
             }
         };
-        let handle = lane
-            .as_ref()
-            .map(|rt| strata_api::OverShareLane::new(rt.handle().clone()));
+        let handle = lane.as_ref().map(|rt| {
+            strata_api::OverShareLane::new(rt.handle().clone(), runtime.handle().clone())
+        });
         return runtime.block_on(serve::run(config, handle));
     }
     if let Command::Check { config } = cli.command {
@@ -489,8 +491,10 @@ fn check(data_dir: &std::path::Path) -> anyhow::Result<()> {
 /// run long jobs, and any a handler spawns) begin at the OS's slice, since the short one is
 /// not inherited. A refusal is logged once; the server runs either way. `threads` names the
 /// over-share lane's runtime (`strata_api::OverShareLane`): its worker count and thread name.
-/// The server's async runtime: `threads` (how many, named how) for the over-share lane, else
-/// the default; `lowered`: the lane's threads run at that background priority.
+/// `lowered`: its worker threads then run at that background priority
+/// (`strata_sched::lower_for_over_share`), from the same hook; its blocking threads keep the
+/// process's priority, since they run what holds the store's locks (a security event's audit
+/// record, an operator's purge or import) and start threads that inherit their priority.
 fn server_runtime(
     slice_us: u64,
     threads: Option<(usize, &str)>,
@@ -504,38 +508,34 @@ fn server_runtime(
     if let Some((n, name)) = threads {
         builder.worker_threads(n).thread_name(name);
     }
-    if let Some(priority) = lowered {
-        let told = std::sync::atomic::AtomicBool::new(false);
-        // Every thread of the runtime, its blocking ones too: all of them run only the
-        // requests of tenants over their share.
-        builder.on_thread_start(move || {
-            let Err(e) = strata_sched::lower_for_over_share(priority) else {
-                return;
-            };
-            if !told.swap(true, std::sync::atomic::Ordering::Relaxed) {
-                tracing::warn!(error = %e, "scheduler.lower_over_share_requests not applied; the over-share lane runs at the process's priority");
-            }
-        });
+    if slice_us == 0 && lowered.is_none() {
+        return builder.build().context("starting the async runtime");
     }
-    if slice_us > 0 {
-        let told = std::sync::atomic::AtomicBool::new(false);
-        builder.on_thread_park(move || {
-            if ASKED.replace(true) {
-                return;
-            }
-            let Err(e) = strata_sched::slice::set_current_thread_slice(slice_us) else {
-                return;
-            };
-            if told.swap(true, std::sync::atomic::Ordering::Relaxed) {
-                return;
-            }
-            if e.kind() == std::io::ErrorKind::Unsupported {
-                tracing::debug!(error = %e, "scheduler.io_thread_slice_us not applied");
-            } else {
-                tracing::warn!(error = %e, "scheduler.io_thread_slice_us not applied; the OS's slices are used");
-            }
-        });
-    }
+    let (told_lowered, told_slice) = (AtomicBool::new(false), AtomicBool::new(false));
+    builder.on_thread_park(move || {
+        if ASKED.replace(true) {
+            return;
+        }
+        if let Some(Err(e)) = lowered.map(strata_sched::lower_for_over_share)
+            && !told_lowered.swap(true, Ordering::Relaxed)
+        {
+            tracing::warn!(error = %e, "scheduler.lower_over_share_requests not applied; the over-share lane runs at the process's priority");
+        }
+        if slice_us == 0 {
+            return;
+        }
+        let Err(e) = strata_sched::slice::set_current_thread_slice(slice_us) else {
+            return;
+        };
+        if told_slice.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        if e.kind() == std::io::ErrorKind::Unsupported {
+            tracing::debug!(error = %e, "scheduler.io_thread_slice_us not applied");
+        } else {
+            tracing::warn!(error = %e, "scheduler.io_thread_slice_us not applied; the OS's slices are used");
+        }
+    });
     builder.build().context("starting the async runtime")
 }
 
