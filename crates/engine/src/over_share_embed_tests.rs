@@ -99,13 +99,12 @@ fn an_over_share_tenants_forward_passes_run_on_the_helper() {
     };
     let mut seen = None;
     // The shares are counted over windows of wall-clock time: a few tries.
-    for attempt in 0..5 {
+    for (attempt, text) in TEXTS.into_iter().enumerate() {
         passes();
         // Y uses a little CPU, then X much more: X is over its share while Y is active.
         for (scope, ms) in [(&y, 1), (&x, 30)] {
             on_pool(&pool, scope, move || spin(Duration::from_millis(ms)));
         }
-        let text = TEXTS[attempt];
         on_pool(&pool, &x, write(&x, format!("x{attempt}"), text)).unwrap();
         let hits = on_pool(&pool, &x, search(&x, text)).unwrap().hits;
         let on = passes();
