@@ -916,37 +916,24 @@ mod tests {
     }
 
     #[test]
-    fn an_over_share_tenants_requests_are_lowered_unless_turned_off() {
-        assert!(
-            Config::load(None, env(&[]))
-                .unwrap()
-                .scheduler
-                .lower_over_share_requests
-        );
-        let off = env(&[("STRATA__SCHEDULER__LOWER_OVER_SHARE_REQUESTS", "false")]);
-        assert!(
-            !Config::load(None, off)
-                .unwrap()
-                .scheduler
-                .lower_over_share_requests
-        );
-    }
-
-    #[test]
-    fn an_over_share_tenants_index_work_is_lowered_unless_turned_off() {
-        assert!(
-            Config::load(None, env(&[]))
-                .unwrap()
-                .scheduler
-                .lower_over_share_index_work
-        );
-        let off = env(&[("STRATA__SCHEDULER__LOWER_OVER_SHARE_INDEX_WORK", "false")]);
-        assert!(
-            !Config::load(None, off)
-                .unwrap()
-                .scheduler
-                .lower_over_share_index_work
-        );
+    fn an_over_share_tenants_requests_and_index_work_are_lowered_unless_turned_off() {
+        type Setting = fn(&SchedulerSection) -> bool;
+        let settings: [(&str, Setting); 2] = [
+            ("STRATA__SCHEDULER__LOWER_OVER_SHARE_REQUESTS", |s| {
+                s.lower_over_share_requests
+            }),
+            ("STRATA__SCHEDULER__LOWER_OVER_SHARE_INDEX_WORK", |s| {
+                s.lower_over_share_index_work
+            }),
+        ];
+        for (var, setting) in settings {
+            assert!(
+                setting(&Config::load(None, env(&[])).unwrap().scheduler),
+                "{var}"
+            );
+            let off = Config::load(None, env(&[(var, "false")])).unwrap();
+            assert!(!setting(&off.scheduler), "{var}");
+        }
     }
 
     #[test]
