@@ -58,4 +58,4 @@ pub use scheduler::{
     Charging, DEFAULT_LONG_JOB_AFTER, Demotable, FairScheduler, JobHandle, LongJobSpares,
     SchedulerConfig,
 };
-pub use shares::{CpuShares, Placement, SHARE_WINDOW};
+pub use shares::{CpuShares, Placement, SHARE_WINDOW, Standing};

@@ -30,7 +30,7 @@ use crate::fair_queue::{Charge, Discipline, FairQueue, Lane, QueueFull};
 use crate::idle_poll::{IdlePoll, PollState};
 use crate::long_jobs::{self, LongJobs, Watch};
 use crate::priority::BackgroundPriority;
-use crate::shares::{CpuShares, Placement, SHARE_WINDOW};
+use crate::shares::{CpuShares, Placement, SHARE_WINDOW, Standing};
 
 /// A type-erased job (runs the caller's closure and delivers its result), and whether a
 /// background worker may run it.
@@ -1012,17 +1012,16 @@ impl<K: Hash + Eq + Clone + Send + 'static> FairScheduler<K> {
                     QueueFull::Total { queued } => SchedError::Overloaded { queued },
                     QueueFull::Tenant { queued } => SchedError::TenantQueueFull { queued },
                 })?;
-            let (placement, backlog, became, over_share) = match state.shares.as_mut() {
+            let (standing, became) = match state.shares.as_mut() {
                 Some(shares) => {
                     shares.tick(Instant::now());
                     let became = shares.usage.submitted(key, weight);
-                    let u = &shares.usage;
-                    let over = u.over_cpu_share(key);
-                    (Some(u.placement(key)), u.has_backlog(key), became, over)
+                    (shares.usage.standing(key), became)
                 }
-                None => (None, false, false, false),
+                None => (Standing::default(), false),
             };
-            let background = matches!(placement, Some(Placement::Background)) && demotable;
+            let (backlog, over_share) = (standing.backlog, standing.over_cpu);
+            let background = standing.placement() == Placement::Background && demotable;
             // Only a tenant with a backlog can have its jobs moved to the background before
             // they are popped; waking a background worker for anyone else's is futile. The job
             // that gives a tenant its backlog wakes one whatever the job (a write too: the

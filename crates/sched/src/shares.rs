@@ -64,6 +64,26 @@ pub fn placement(cpu_ns: u64, weight: u32, total_cpu_ns: u64, total_weight: u64)
     }
 }
 
+/// A tenant's backlog and CPU against its share ([`CpuShares::standing`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Standing {
+    /// More jobs pending than the backlog allows.
+    pub backlog: bool,
+    /// More than its weighted share of the recent CPU while others were active.
+    pub over_cpu: bool,
+}
+
+impl Standing {
+    /// The dispatch rule: the background only for a tenant over its share with a backlog.
+    pub fn placement(self) -> Placement {
+        if self.backlog && self.over_cpu {
+            Placement::Background
+        } else {
+            Placement::Foreground
+        }
+    }
+}
+
 /// One tenant's recent CPU and what it has waiting.
 #[derive(Debug, Clone, Copy)]
 struct Usage {
@@ -162,10 +182,19 @@ impl<K: Hash + Eq + Clone> CpuShares<K> {
 
     /// Where `key`'s next job should run, given everyone's recent CPU and its backlog.
     pub fn placement(&self, key: &K) -> Placement {
-        match self.tenants.get(key) {
-            Some(u) if self.over_backlog(u) && self.over_cpu(u) => Placement::Background,
-            _ => Placement::Foreground,
-        }
+        self.standing(key).placement()
+    }
+
+    /// `key`'s backlog and CPU against its share, from one look-up: what a submission needs
+    /// ([`placement`](Self::placement), [`has_backlog`](Self::has_backlog) and
+    /// [`over_cpu_share`](Self::over_cpu_share) at once).
+    pub fn standing(&self, key: &K) -> Standing {
+        self.tenants
+            .get(key)
+            .map_or(Standing::default(), |u| Standing {
+                backlog: self.over_backlog(u),
+                over_cpu: self.over_cpu(u),
+            })
     }
 
     /// Whether `key` used more than its weighted share of the recent CPU while others were
