@@ -9,14 +9,18 @@
 //! queue: its p99 rose 11–16× while its jobs themselves were served fairly
 //! (docs/benchmarks.md).
 //!
-//! So a request whose connection last served a tenant that the pool found over its share of
-//! the CPU (`strata_sched::JobHandle::over_share`: the rule that moves its reads to the
+//! So a connection whose latest request came from a tenant that the pool found over its share
+//! of the CPU (`strata_sched::JobHandle::over_share`: the rule that moves its reads to the
 //! background workers, without their backlog, since a flood paced below what the server can do
-//! has a request or two pending and still takes most of the cores) runs as a task on a second
-//! runtime, [`OverShareLane`]. The connection itself (reading the request's head and body,
-//! writing the answer) stays where it was. The OS then sees two sets of threads: the lane's,
-//! busy with the flooding tenant's work, and the main runtime's, mostly asleep, which a light
-//! tenant's request wakes.
+//! has a request or two pending and still takes most of the cores) is served on a second
+//! runtime, [`OverShareLane`]: reading its requests' heads and bodies, the requests themselves,
+//! writing the answers ([`OverShareLane::serve`]). It moves there, and back, between two polls,
+//! when it wakes. The OS then sees two sets of threads: the lane's, busy with the flooding
+//! tenant's work, and the main runtime's, mostly asleep, which a light tenant's request wakes.
+//! Only the socket's readiness is still reported by the main runtime's IO driver. Moving only
+//! the requests, with the connections' reads, parsing and writes left on the main async
+//! threads, left a third of a flood of vector writes' async work there (about 90 µs per write
+//! against 255 on the lane, 7 Dec).
 //!
 //! The binary runs the lane's threads at the background priority (`[scheduler]
 //! lower_over_share_requests`, `strata_sched::lower_for_over_share`): at the same priority as
@@ -45,11 +49,14 @@
 //! it is part of the work to move), from the connection's previous request. A connection that
 //! has carried two tenants' requests (a proxy's) is never moved, but the first request of the
 //! second tenant still runs where the first tenant's would; an operator's request on a
-//! connection that carried one tenant's runs where that tenant's would.
+//! connection that carried one tenant's runs where that tenant's would. A poll that writes an
+//! answer and finds the next request already read serves it where it is.
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use strata_sched::SHARE_WINDOW;
@@ -79,29 +86,76 @@ impl OverShareLane {
         OverShareLane { runtime, main }
     }
 
-    /// Runs `fut` as a task on the lane. Dropping the returned future aborts the task, as
-    /// dropping `fut` itself would have cancelled it (a client gone before its answer).
-    pub(crate) fn run<F>(
-        &self,
-        fut: F,
-    ) -> impl Future<Output = Result<F::Output, Cancelled>> + use<F>
+    /// Serves `conn`, a connection, on the lane while `over` says its tenant is over its
+    /// share, and on the calling runtime otherwise. `over` is asked each time the connection
+    /// wakes (a request's bytes, its job's end, the socket writable again), before it is
+    /// polled: a connection moves between two polls, with its socket, its request in flight
+    /// and all. Whichever side takes it polls it at once, so the wakers its last poll left
+    /// with its socket and its channels are replaced by the new side's (a future must wake the
+    /// waker of its latest poll), and no wake-up is lost.
+    ///
+    /// The socket stays registered with the runtime that accepted it, whose IO driver still
+    /// reports its readiness: the lane's threads do the reads, the parsing, the request and
+    /// the writes. Dropping the returned future drops the connection, on the lane if it is
+    /// there (the server's shutdown timeout). A panic of the connection's on the lane is
+    /// resumed here; a lane shutting down drops it.
+    pub(crate) async fn serve<F, O>(self, conn: F, over: O)
     where
-        F: Future + Send + 'static,
-        F::Output: Send + 'static,
+        F: Future<Output = ()> + Send + 'static,
+        O: Fn() -> bool + Send + Sync + 'static,
     {
-        let task = AbortOnDrop(self.runtime.spawn(MAIN.scope(self.main.clone(), fut)));
-        async move {
-            let mut task = task;
-            (&mut task.0).await.map_err(|e| {
-                if e.is_panic() {
-                    // The router catches a handler's panic; one that escapes it is a bug
-                    // and keeps its message in the log.
-                    tracing::error!(error = %e, "a request task on the over-share lane panicked");
-                }
-                Cancelled
-            })
+        let over = std::sync::Arc::new(over);
+        let mut conn = Box::pin(conn);
+        loop {
+            if !Leg::Here.run(conn.as_mut(), &*over).await {
+                return;
+            }
+            let over = std::sync::Arc::clone(&over);
+            let leg = MAIN.scope(self.main.clone(), async move {
+                let moved = Leg::OnLane.run(conn.as_mut(), &*over).await;
+                moved.then_some(conn)
+            });
+            let mut task = AbortOnDrop(self.runtime.spawn(leg));
+            match (&mut task.0).await {
+                Ok(Some(back)) => conn = back,
+                Ok(None) => return,
+                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                Err(_) => return,
+            }
         }
     }
+}
+
+/// Which side of the lane a connection is being served on.
+#[derive(Clone, Copy)]
+enum Leg {
+    Here,
+    OnLane,
+}
+
+impl Leg {
+    /// Polls `conn` until it ends (false) or, looking before each poll, it belongs on the
+    /// other side (true).
+    async fn run<F>(self, mut conn: Pin<&mut F>, over: &(dyn Fn() -> bool + Sync)) -> bool
+    where
+        F: Future<Output = ()>,
+    {
+        std::future::poll_fn(|cx| {
+            let belongs_on_lane = over();
+            if belongs_on_lane == matches!(self, Leg::OnLane) {
+                conn.as_mut().poll(cx).map(|()| false)
+            } else {
+                Poll::Ready(true)
+            }
+        })
+        .await
+    }
+}
+
+/// Whether the calling task is a connection on the lane: its requests are counted as the
+/// lane's.
+pub(crate) fn on_lane() -> bool {
+    MAIN.try_with(|_| ()).is_ok()
 }
 
 /// `tokio::task::spawn_blocking` for request code. On the lane, whose threads may run at the
@@ -141,11 +195,6 @@ where
         Ok(main) => main.spawn(fut),
     }
 }
-
-/// A task on the lane ended without an answer: the lane's runtime is shutting down, or the
-/// task panicked outside the router's own panic handling.
-#[derive(Debug)]
-pub(crate) struct Cancelled;
 
 struct AbortOnDrop<T>(JoinHandle<T>);
 
@@ -242,17 +291,110 @@ mod tests {
     use std::sync::Arc;
     use std::sync::atomic::AtomicBool;
 
+    use tokio::sync::{mpsc, oneshot};
+
     use super::*;
 
+    fn thread_name() -> Option<String> {
+        std::thread::current().name().map(str::to_owned)
+    }
+
+    /// Serves `fut` as the connection of a tenant always over its share; returns its output.
+    async fn on_lane<T: Send + 'static>(
+        lane: &OverShareLane,
+        fut: impl Future<Output = T> + Send + 'static,
+    ) -> T {
+        let (tx, rx) = oneshot::channel();
+        lane.clone()
+            .serve(
+                async move {
+                    let _ = tx.send(fut.await);
+                },
+                || true,
+            )
+            .await;
+        rx.await.expect("the connection ended with its output")
+    }
+
     #[tokio::test]
-    async fn a_future_runs_on_the_lanes_threads_and_returns_its_output() {
+    async fn a_connection_runs_on_the_lanes_threads_only_while_its_tenant_is_over() {
         let test = TestLane::new();
-        let name = test
-            .lane
-            .run(async { std::thread::current().name().map(str::to_owned) })
-            .await
-            .unwrap();
+        let name = on_lane(&test.lane, async { thread_name() }).await;
         assert_eq!(name.as_deref(), Some(TestLane::THREAD));
+        let (tx, rx) = oneshot::channel();
+        test.lane
+            .clone()
+            .serve(
+                async move {
+                    let _ = tx.send(thread_name());
+                },
+                || false,
+            )
+            .await;
+        assert_ne!(rx.await.unwrap().as_deref(), Some(TestLane::THREAD));
+    }
+
+    /// A connection moves between two polls, as its tenant's flag says when it wakes, and
+    /// takes the wakers of its waits with it: every message reaches it, on whichever side.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_connection_follows_its_tenants_flag_and_loses_no_wake_up() {
+        let test = TestLane::new();
+        let over = Arc::new(AtomicBool::new(false));
+        let (requests, mut incoming) = mpsc::channel::<oneshot::Sender<Option<String>>>(1);
+        let flag = Arc::clone(&over);
+        // Whether the connection's latest poll has ended pending: a poll that answers one
+        // message and finds the next already sent serves both where it is, so the flag is
+        // changed only between polls.
+        let parked = Arc::new(AtomicBool::new(false));
+        let parks = Arc::clone(&parked);
+        let mut conn = Box::pin(async move {
+            while let Some(reply) = incoming.recv().await {
+                let _ = reply.send(thread_name());
+            }
+        });
+        let conn = std::future::poll_fn(move |cx| {
+            parks.store(false, Ordering::SeqCst);
+            let polled = conn.as_mut().poll(cx);
+            parks.store(polled.is_pending(), Ordering::SeqCst);
+            polled
+        });
+        let served = tokio::spawn(
+            test.lane
+                .clone()
+                .serve(conn, move || flag.load(Ordering::SeqCst)),
+        );
+        let ask = || async {
+            let (tx, rx) = oneshot::channel();
+            requests.send(tx).await.unwrap();
+            rx.await.unwrap()
+        };
+        for round in 0..20 {
+            let on = round % 3 != 0;
+            while !parked.load(Ordering::SeqCst) {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            over.store(on, Ordering::SeqCst);
+            let name = ask().await;
+            assert_eq!(
+                name.as_deref() == Some(TestLane::THREAD),
+                on,
+                "round {round}"
+            );
+        }
+        drop(requests);
+        served.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_panic_on_the_lane_is_the_connections() {
+        let test = TestLane::new();
+        let lane = test.lane.clone();
+        let served = tokio::spawn(async move {
+            lane.serve(async { panic!("a bug in a connection") }, || true)
+                .await
+        });
+        let e = served.await.unwrap_err();
+        assert!(e.is_panic());
     }
 
     /// What a request on the lane starts, blocking work or a task it does not wait for, runs
@@ -261,27 +403,24 @@ mod tests {
     #[tokio::test]
     async fn what_a_request_on_the_lane_starts_runs_on_the_main_runtime() {
         let test = TestLane::new();
-        let name = || std::thread::current().name().map(str::to_owned);
-        let (on_lane, blocking, spawned) = test
-            .lane
-            .run(async move {
-                let blocking = spawn_blocking(name).await.unwrap();
-                let spawned = spawn(async move { name() }).await.unwrap();
-                (name(), blocking, spawned)
-            })
-            .await
-            .unwrap();
-        assert_eq!(on_lane.as_deref(), Some(TestLane::THREAD));
+        let (on_lane_thread, blocking, spawned) = on_lane(&test.lane, async move {
+            let blocking = spawn_blocking(thread_name).await.unwrap();
+            let spawned = spawn(async move { thread_name() }).await.unwrap();
+            (thread_name(), blocking, spawned)
+        })
+        .await;
+        assert_eq!(on_lane_thread.as_deref(), Some(TestLane::THREAD));
         assert_ne!(blocking.as_deref(), Some(TestLane::THREAD));
         assert_ne!(spawned.as_deref(), Some(TestLane::THREAD));
         // Off the lane, as tokio's own.
-        let here = spawn_blocking(name).await.unwrap();
+        let here = spawn_blocking(thread_name).await.unwrap();
         assert_ne!(here.as_deref(), Some(TestLane::THREAD));
     }
 
-    /// A request dropped by its connection (the client gone) is cancelled on the lane too.
+    /// A connection dropped while on the lane (the server's shutdown timeout) is dropped there
+    /// too.
     #[tokio::test]
-    async fn dropping_the_wait_cancels_the_task() {
+    async fn dropping_the_connection_cancels_its_task_on_the_lane() {
         struct Flag(Arc<AtomicBool>);
         impl Drop for Flag {
             fn drop(&mut self) {
@@ -291,15 +430,18 @@ mod tests {
         let test = TestLane::new();
         let dropped = Arc::new(AtomicBool::new(false));
         let flag = Flag(Arc::clone(&dropped));
-        let (started_tx, started) = tokio::sync::oneshot::channel();
-        let wait = test.lane.run(async move {
-            let _flag = flag;
-            let _ = started_tx.send(());
-            std::future::pending::<()>().await
-        });
+        let (started_tx, started) = oneshot::channel();
+        let wait = test.lane.clone().serve(
+            async move {
+                let _flag = flag;
+                let _ = started_tx.send(());
+                std::future::pending::<()>().await
+            },
+            || true,
+        );
         let mut wait = Box::pin(wait);
         tokio::select! {
-            _ = &mut wait => panic!("a pending task ended"),
+            () = &mut wait => panic!("a pending connection ended"),
             _ = started => {}
         }
         drop(wait);

@@ -118,8 +118,9 @@ pub struct SchedulerSection {
     /// (docs/benchmarks.md). Otherwise 100–100,000, the kernel's range; where the OS does not
     /// take it, the server says so once and runs with the default.
     pub io_thread_slice_us: u64,
-    /// Async threads of a second runtime that serves the requests of a tenant over its share
-    /// of the CPU (the background workers' rule without their backlog: more than 1.25× its
+    /// Async threads of a second runtime that serves the connections of a tenant over its
+    /// share of the CPU, their reads and answers with their requests (the background workers'
+    /// rule without their backlog: more than 1.25× its
     /// weighted share of the pool's recent CPU while others are active), so a light tenant's
     /// requests do not wait behind a flooding tenant's on the same async threads: under a
     /// flood of vector writes a light tenant's p99 fell to about a third (docs/benchmarks.md).
