@@ -14,8 +14,10 @@
 //! background workers, without their backlog, since a flood paced below what the server can do
 //! has a request or two pending and still takes most of the cores) is served on a second
 //! runtime, [`OverShareLane`]: reading its requests' heads and bodies, the requests themselves,
-//! writing the answers ([`OverShareLane::serve`]). It moves there, and back, between two polls,
-//! when it wakes. The OS then sees two sets of threads: the lane's, busy with the flooding
+//! writing the answers ([`OverShareLane::serve`]). Each of its wake-ups goes to the runtime
+//! its tenant belongs on at that moment (`roaming`), so it moves between two polls, and a
+//! tenant whose flag lapsed is served on the main runtime at its next request without a lane
+//! thread running first. The OS then sees two sets of threads: the lane's, busy with the flooding
 //! tenant's work, and the main runtime's, mostly asleep, which a light tenant's request wakes.
 //! Only the socket's readiness is still reported by the main runtime's IO driver. Moving only
 //! the requests, with the connections' reads, parsing and writes left on the main async
@@ -52,10 +54,11 @@
 //! connection that carried one tenant's runs where that tenant's would. A poll that writes an
 //! answer and finds the next request already read serves it where it is.
 
+mod roaming;
+
 use std::future::Future;
-use std::pin::Pin;
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
@@ -63,6 +66,8 @@ use strata_sched::SHARE_WINDOW;
 
 use tokio::runtime::Handle;
 use tokio::task::JoinHandle;
+
+use roaming::{Roaming, Side};
 
 /// The runtime that serves the requests of tenants over their share. The binary builds it
 /// (its threads, their names and their time slices are the binary's to choose) and keeps it
@@ -87,68 +92,44 @@ impl OverShareLane {
     }
 
     /// Serves `conn`, a connection, on the lane while `over` says its tenant is over its
-    /// share, and on the calling runtime otherwise. `over` is asked each time the connection
-    /// wakes (a request's bytes, its job's end, the socket writable again), before it is
-    /// polled: a connection moves between two polls, with its socket, its request in flight
-    /// and all. Whichever side takes it polls it at once, so the wakers its last poll left
-    /// with its socket and its channels are replaced by the new side's (a future must wake the
-    /// waker of its latest poll), and no wake-up is lost.
+    /// share, and on the calling runtime otherwise (`roaming`): each time the connection is
+    /// woken (a request's bytes, its job's end, the socket writable again), `over` decides
+    /// which side polls it next. A connection moves between two polls, with its request in
+    /// flight if it has one, and a wake-up after its tenant's flag lapsed goes straight to
+    /// the calling runtime, without a lane thread running first.
     ///
     /// The socket stays registered with the runtime that accepted it, whose IO driver still
-    /// reports its readiness: the lane's threads do the reads, the parsing, the request and
-    /// the writes. Dropping the returned future drops the connection, on the lane if it is
-    /// there (the server's shutdown timeout). A panic of the connection's on the lane is
-    /// resumed here; a lane shutting down drops it.
+    /// reports its readiness: on the lane, the lane's threads do the reads, the parsing, the
+    /// request and the writes. Dropping the returned future drops the connection (the server's
+    /// shutdown timeout). A panic of the connection's on the lane is resumed here; a lane
+    /// shutting down drops the connection.
     pub(crate) async fn serve<F, O>(self, conn: F, over: O)
     where
         F: Future<Output = ()> + Send + 'static,
         O: Fn() -> bool + Send + Sync + 'static,
     {
-        let over = std::sync::Arc::new(over);
-        let mut conn = Box::pin(conn);
-        loop {
-            if !Leg::Here.run(conn.as_mut(), &*over).await {
-                return;
-            }
-            let over = std::sync::Arc::clone(&over);
-            let leg = MAIN.scope(self.main.clone(), async move {
-                let moved = Leg::OnLane.run(conn.as_mut(), &*over).await;
-                moved.then_some(conn)
-            });
-            let mut task = AbortOnDrop(self.runtime.spawn(leg));
-            match (&mut task.0).await {
-                Ok(Some(back)) => conn = back,
-                Ok(None) => return,
-                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-                Err(_) => return,
-            }
-        }
-    }
-}
-
-/// Which side of the lane a connection is being served on.
-#[derive(Clone, Copy)]
-enum Leg {
-    Here,
-    OnLane,
-}
-
-impl Leg {
-    /// Polls `conn` until it ends (false) or, looking before each poll, it belongs on the
-    /// other side (true).
-    async fn run<F>(self, mut conn: Pin<&mut F>, over: &(dyn Fn() -> bool + Sync)) -> bool
-    where
-        F: Future<Output = ()>,
-    {
+        let roaming = Roaming::new(conn, over);
+        let mut lane_task: Option<AbortOnDrop<()>> = None;
         std::future::poll_fn(|cx| {
-            let belongs_on_lane = over();
-            if belongs_on_lane == matches!(self, Leg::OnLane) {
-                conn.as_mut().poll(cx).map(|()| false)
-            } else {
-                Poll::Ready(true)
+            if lane_task.is_none() && roaming.belongs() == Side::Lane {
+                let on_lane = Arc::clone(&roaming);
+                let task = MAIN.scope(
+                    self.main.clone(),
+                    std::future::poll_fn(move |cx| on_lane.poll_side(Side::Lane, cx)),
+                );
+                lane_task = Some(AbortOnDrop(self.runtime.spawn(task)));
+                roaming.lane_started();
             }
+            if lane_task.as_ref().is_some_and(|t| t.0.is_finished()) {
+                // The lane's runtime is shutting down, or the connection has ended.
+                return Poll::Ready(());
+            }
+            roaming.poll_side(Side::Main, cx)
         })
-        .await
+        .await;
+        if let Some(panic) = roaming.take_panic() {
+            std::panic::resume_unwind(panic);
+        }
     }
 }
 
@@ -381,6 +362,91 @@ mod tests {
                 "round {round}"
             );
         }
+        drop(requests);
+        served.await.unwrap();
+    }
+
+    /// A connection parked on the lane whose tenant is back within its share is served on
+    /// the main runtime at its next wake-up, even while every lane thread is busy: nothing on
+    /// the lane has to run first.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_wake_up_after_the_flag_lapsed_does_not_wait_for_the_lane() {
+        let test = TestLane::new();
+        let over = Arc::new(AtomicBool::new(true));
+        let (requests, mut incoming) = mpsc::channel::<oneshot::Sender<Option<String>>>(1);
+        let flag = Arc::clone(&over);
+        let served = tokio::spawn(test.lane.clone().serve(
+            async move {
+                while let Some(reply) = incoming.recv().await {
+                    let _ = reply.send(thread_name());
+                }
+            },
+            move || flag.load(Ordering::SeqCst),
+        ));
+        let ask = |requests: mpsc::Sender<_>| async move {
+            let (tx, rx) = oneshot::channel();
+            requests.send(tx).await.unwrap();
+            rx.await.unwrap()
+        };
+        let first = ask(requests.clone()).await;
+        assert_eq!(first.as_deref(), Some(TestLane::THREAD));
+        // The lane's only thread held until the end of the test.
+        let release = Arc::new(AtomicBool::new(false));
+        let held = Arc::clone(&release);
+        let (busy_tx, busy) = oneshot::channel();
+        test.lane.runtime.spawn(async move {
+            let _ = busy_tx.send(());
+            while !held.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        });
+        busy.await.unwrap();
+        over.store(false, Ordering::SeqCst);
+        let answer = tokio::time::timeout(Duration::from_secs(10), ask(requests.clone())).await;
+        release.store(true, Ordering::SeqCst);
+        let name = answer.expect("the wake-up waited for the busy lane");
+        assert_ne!(name.as_deref(), Some(TestLane::THREAD));
+        drop(requests);
+        served.await.unwrap();
+    }
+
+    /// Wake-ups that race with the flag flipping (one side polling while the other is woken)
+    /// are not lost: every message of a connection whose flag flips under it is answered.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_connection_whose_flag_flips_under_it_answers_every_message() {
+        let test = TestLane::new();
+        let over = Arc::new(AtomicBool::new(false));
+        let (requests, mut incoming) = mpsc::channel::<oneshot::Sender<()>>(1);
+        let flag = Arc::clone(&over);
+        let served = tokio::spawn(test.lane.clone().serve(
+            async move {
+                while let Some(reply) = incoming.recv().await {
+                    tokio::task::yield_now().await;
+                    let _ = reply.send(());
+                }
+            },
+            move || flag.load(Ordering::SeqCst),
+        ));
+        let stop = Arc::new(AtomicBool::new(false));
+        let flipper = {
+            let (over, stop) = (Arc::clone(&over), Arc::clone(&stop));
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::SeqCst) {
+                    over.fetch_xor(true, Ordering::SeqCst);
+                    std::thread::yield_now();
+                }
+            })
+        };
+        for i in 0..2_000 {
+            let (tx, rx) = oneshot::channel();
+            requests.send(tx).await.unwrap();
+            tokio::time::timeout(Duration::from_secs(10), rx)
+                .await
+                .unwrap_or_else(|_| panic!("message {i} was not answered"))
+                .unwrap();
+        }
+        stop.store(true, Ordering::SeqCst);
+        flipper.join().unwrap();
         drop(requests);
         served.await.unwrap();
     }
