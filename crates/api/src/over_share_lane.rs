@@ -57,9 +57,8 @@
 mod roaming;
 
 use std::future::Future;
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
-use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use strata_sched::SHARE_WINDOW;
@@ -101,8 +100,8 @@ impl OverShareLane {
     /// The socket stays registered with the runtime that accepted it, whose IO driver still
     /// reports its readiness: on the lane, the lane's threads do the reads, the parsing, the
     /// request and the writes. Dropping the returned future drops the connection (the server's
-    /// shutdown timeout). A panic of the connection's on the lane is resumed here; a lane
-    /// shutting down drops the connection.
+    /// shutdown timeout). A panic of the connection's on the lane is resumed here; once the
+    /// lane's runtime has shut down, the connection is served here.
     pub(crate) async fn serve<F, O>(self, conn: F, over: O)
     where
         F: Future<Output = ()> + Send + 'static,
@@ -112,17 +111,8 @@ impl OverShareLane {
         let mut lane_task: Option<AbortOnDrop<()>> = None;
         std::future::poll_fn(|cx| {
             if lane_task.is_none() && roaming.belongs() == Side::Lane {
-                let on_lane = Arc::clone(&roaming);
-                let task = MAIN.scope(
-                    self.main.clone(),
-                    std::future::poll_fn(move |cx| on_lane.poll_side(Side::Lane, cx)),
-                );
+                let task = MAIN.scope(self.main.clone(), roaming.lane_task());
                 lane_task = Some(AbortOnDrop(self.runtime.spawn(task)));
-                roaming.lane_started();
-            }
-            if lane_task.as_ref().is_some_and(|t| t.0.is_finished()) {
-                // The lane's runtime is shutting down, or the connection has ended.
-                return Poll::Ready(());
             }
             roaming.poll_side(Side::Main, cx)
         })
@@ -254,6 +244,16 @@ impl TestLane {
         TestLane {
             runtime: Some(runtime),
             lane,
+        }
+    }
+}
+
+#[cfg(test)]
+impl TestLane {
+    /// Shuts the lane's runtime down, as the server's end does.
+    pub(crate) fn shut_down(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
         }
     }
 }
@@ -447,6 +447,48 @@ mod tests {
         }
         stop.store(true, Ordering::SeqCst);
         flipper.join().unwrap();
+        drop(requests);
+        served.await.unwrap();
+    }
+
+    /// A connection on the lane when the lane's runtime shuts down goes on being served, on
+    /// the calling runtime.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_connection_outlives_the_lanes_runtime() {
+        let mut test = TestLane::new();
+        let (requests, mut incoming) = mpsc::channel::<oneshot::Sender<Option<String>>>(1);
+        let served = tokio::spawn(test.lane.clone().serve(
+            async move {
+                while let Some(reply) = incoming.recv().await {
+                    let _ = reply.send(thread_name());
+                }
+            },
+            || true,
+        ));
+        let ask = |requests: mpsc::Sender<_>| async move {
+            let (tx, rx) = oneshot::channel();
+            requests.send(tx).await.unwrap();
+            tokio::time::timeout(Duration::from_secs(10), rx)
+                .await
+                .expect("answered")
+                .unwrap()
+        };
+        assert_eq!(
+            ask(requests.clone()).await.as_deref(),
+            Some(TestLane::THREAD)
+        );
+        test.shut_down();
+        // Every message is answered: by the lane's thread until its runtime has dropped the
+        // lane's task (`shutdown_background` does not wait), then on the calling runtime.
+        let mut on_main = false;
+        for _ in 0..500 {
+            if ask(requests.clone()).await.as_deref() != Some(TestLane::THREAD) {
+                on_main = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(on_main, "still served on a lane that shut down");
         drop(requests);
         served.await.unwrap();
     }

@@ -19,7 +19,7 @@ use std::any::Any;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering, fence};
 use std::sync::{Arc, Mutex, PoisonError, TryLockError, Weak};
 use std::task::{Context, Poll, Wake, Waker};
 
@@ -45,8 +45,10 @@ pub(super) struct Roaming {
     missed: AtomicBool,
     main: AtomicWaker,
     lane: AtomicWaker,
-    /// Whether the lane's task exists to be woken: until it does, the main task starts it.
-    lane_started: AtomicBool,
+    /// Whether the lane's task exists to be woken (`LANE_NOT_STARTED`, …): until it does, the
+    /// main task starts it; once it is gone (its runtime shut down), the connection stays on
+    /// the main runtime.
+    lane_state: AtomicU8,
     over: Box<dyn Fn() -> bool + Send + Sync>,
     /// A panic of the connection's, for the main task to resume.
     panic: Mutex<Option<Box<dyn Any + Send>>>,
@@ -54,8 +56,31 @@ pub(super) struct Roaming {
     router: Waker,
 }
 
+const LANE_NOT_STARTED: u8 = 0;
+const LANE_RUNNING: u8 = 1;
+const LANE_GONE: u8 = 2;
+
 /// The connection's waker.
 struct Router(Weak<Roaming>);
+
+/// The lane side's task. However it ends (the connection's end, its runtime shutting down, a
+/// panic), the main task is told, and serves the connection from then on if it is still open.
+pub(super) struct LaneTask(Arc<Roaming>);
+
+impl Future for LaneTask {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        self.0.poll_side(Side::Lane, cx)
+    }
+}
+
+impl Drop for LaneTask {
+    fn drop(&mut self) {
+        self.0.lane_state.store(LANE_GONE, Ordering::Release);
+        self.0.main.wake();
+    }
+}
 
 impl Wake for Router {
     fn wake(self: Arc<Self>) {
@@ -81,7 +106,7 @@ impl Roaming {
             missed: AtomicBool::new(false),
             main: AtomicWaker::new(),
             lane: AtomicWaker::new(),
-            lane_started: AtomicBool::new(false),
+            lane_state: AtomicU8::new(LANE_NOT_STARTED),
             over: Box::new(over),
             panic: Mutex::new(None),
             router: Waker::from(Arc::new(Router(weak.clone()))),
@@ -90,7 +115,7 @@ impl Roaming {
 
     /// Where the connection belongs now.
     pub(super) fn belongs(&self) -> Side {
-        if (self.over)() {
+        if self.lane_state.load(Ordering::Acquire) != LANE_GONE && (self.over)() {
             Side::Lane
         } else {
             Side::Main
@@ -100,14 +125,18 @@ impl Roaming {
     fn wake(&self, side: Side) {
         match side {
             // Until the lane's task exists, the main task is the one that starts it.
-            Side::Lane if self.lane_started.load(Ordering::Acquire) => self.lane.wake(),
+            Side::Lane if self.lane_state.load(Ordering::Acquire) == LANE_RUNNING => {
+                self.lane.wake();
+            }
             Side::Lane | Side::Main => self.main.wake(),
         }
     }
 
-    /// Tells the main task that the lane's task exists and can be woken.
-    pub(super) fn lane_started(&self) {
-        self.lane_started.store(true, Ordering::Release);
+    /// The lane's task for this connection; the main task spawns it on the lane's runtime
+    /// and may wake it from then on.
+    pub(super) fn lane_task(self: &Arc<Self>) -> LaneTask {
+        self.lane_state.store(LANE_RUNNING, Ordering::Release);
+        LaneTask(Arc::clone(self))
     }
 
     pub(super) fn take_panic(&self) -> Option<Box<dyn Any + Send>> {
@@ -130,8 +159,11 @@ impl Roaming {
                 self.wake(belongs);
                 return self.ended_or_pending();
             }
-            // Marked before trying, so a poller that is about to let go sees it after.
+            // Marked before trying, so a poller that is about to let go sees it after. The
+            // fences pair the mark and the lock (a store, then a load of another location, on
+            // each side), which `SeqCst` on the mark alone does not order.
             self.missed.store(true, Ordering::SeqCst);
+            fence(Ordering::SeqCst);
             let mut held = match self.conn.try_lock() {
                 Ok(held) => held,
                 Err(TryLockError::WouldBlock) => return Poll::Pending,
@@ -165,6 +197,7 @@ impl Roaming {
                 }
             }
             drop(held);
+            fence(Ordering::SeqCst);
             if !self.missed.swap(false, Ordering::SeqCst) {
                 return Poll::Pending;
             }
