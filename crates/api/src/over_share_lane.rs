@@ -280,6 +280,30 @@ mod tests {
         std::thread::current().name().map(str::to_owned)
     }
 
+    type Asks = mpsc::Sender<oneshot::Sender<Option<String>>>;
+
+    /// A connection that answers each message with the name of the thread that polled it,
+    /// and ends when the sender is dropped.
+    fn naming_connection() -> (Asks, impl Future<Output = ()> + Send + 'static) {
+        let (requests, mut incoming) = mpsc::channel::<oneshot::Sender<Option<String>>>(1);
+        let conn = async move {
+            while let Some(reply) = incoming.recv().await {
+                let _ = reply.send(thread_name());
+            }
+        };
+        (requests, conn)
+    }
+
+    /// One message to a [`naming_connection`]: the thread that answered it.
+    async fn ask(requests: &Asks) -> Option<String> {
+        let (tx, rx) = oneshot::channel();
+        requests.send(tx).await.expect("the connection is open");
+        tokio::time::timeout(Duration::from_secs(10), rx)
+            .await
+            .expect("answered")
+            .expect("an answer")
+    }
+
     /// Serves `fut` as the connection of a tenant always over its share; returns its output.
     async fn on_lane<T: Send + 'static>(
         lane: &OverShareLane,
@@ -321,18 +345,14 @@ mod tests {
     async fn a_connection_follows_its_tenants_flag_and_loses_no_wake_up() {
         let test = TestLane::new();
         let over = Arc::new(AtomicBool::new(false));
-        let (requests, mut incoming) = mpsc::channel::<oneshot::Sender<Option<String>>>(1);
+        let (requests, conn) = naming_connection();
         let flag = Arc::clone(&over);
         // Whether the connection's latest poll has ended pending: a poll that answers one
         // message and finds the next already sent serves both where it is, so the flag is
         // changed only between polls.
         let parked = Arc::new(AtomicBool::new(false));
         let parks = Arc::clone(&parked);
-        let mut conn = Box::pin(async move {
-            while let Some(reply) = incoming.recv().await {
-                let _ = reply.send(thread_name());
-            }
-        });
+        let mut conn = Box::pin(conn);
         let conn = std::future::poll_fn(move |cx| {
             parks.store(false, Ordering::SeqCst);
             let polled = conn.as_mut().poll(cx);
@@ -344,18 +364,13 @@ mod tests {
                 .clone()
                 .serve(conn, move || flag.load(Ordering::SeqCst)),
         );
-        let ask = || async {
-            let (tx, rx) = oneshot::channel();
-            requests.send(tx).await.unwrap();
-            rx.await.unwrap()
-        };
         for round in 0..20 {
             let on = round % 3 != 0;
             while !parked.load(Ordering::SeqCst) {
                 tokio::time::sleep(Duration::from_millis(1)).await;
             }
             over.store(on, Ordering::SeqCst);
-            let name = ask().await;
+            let name = ask(&requests).await;
             assert_eq!(
                 name.as_deref() == Some(TestLane::THREAD),
                 on,
@@ -373,22 +388,14 @@ mod tests {
     async fn a_wake_up_after_the_flag_lapsed_does_not_wait_for_the_lane() {
         let test = TestLane::new();
         let over = Arc::new(AtomicBool::new(true));
-        let (requests, mut incoming) = mpsc::channel::<oneshot::Sender<Option<String>>>(1);
+        let (requests, conn) = naming_connection();
         let flag = Arc::clone(&over);
-        let served = tokio::spawn(test.lane.clone().serve(
-            async move {
-                while let Some(reply) = incoming.recv().await {
-                    let _ = reply.send(thread_name());
-                }
-            },
-            move || flag.load(Ordering::SeqCst),
-        ));
-        let ask = |requests: mpsc::Sender<_>| async move {
-            let (tx, rx) = oneshot::channel();
-            requests.send(tx).await.unwrap();
-            rx.await.unwrap()
-        };
-        let first = ask(requests.clone()).await;
+        let served = tokio::spawn(
+            test.lane
+                .clone()
+                .serve(conn, move || flag.load(Ordering::SeqCst)),
+        );
+        let first = ask(&requests).await;
         assert_eq!(first.as_deref(), Some(TestLane::THREAD));
         // The lane's only thread held until the end of the test.
         let release = Arc::new(AtomicBool::new(false));
@@ -402,7 +409,7 @@ mod tests {
         });
         busy.await.unwrap();
         over.store(false, Ordering::SeqCst);
-        let answer = tokio::time::timeout(Duration::from_secs(10), ask(requests.clone())).await;
+        let answer = tokio::time::timeout(Duration::from_secs(5), ask(&requests)).await;
         release.store(true, Ordering::SeqCst);
         let name = answer.expect("the wake-up waited for the busy lane");
         assert_ne!(name.as_deref(), Some(TestLane::THREAD));
@@ -456,33 +463,15 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_connection_outlives_the_lanes_runtime() {
         let mut test = TestLane::new();
-        let (requests, mut incoming) = mpsc::channel::<oneshot::Sender<Option<String>>>(1);
-        let served = tokio::spawn(test.lane.clone().serve(
-            async move {
-                while let Some(reply) = incoming.recv().await {
-                    let _ = reply.send(thread_name());
-                }
-            },
-            || true,
-        ));
-        let ask = |requests: mpsc::Sender<_>| async move {
-            let (tx, rx) = oneshot::channel();
-            requests.send(tx).await.unwrap();
-            tokio::time::timeout(Duration::from_secs(10), rx)
-                .await
-                .expect("answered")
-                .unwrap()
-        };
-        assert_eq!(
-            ask(requests.clone()).await.as_deref(),
-            Some(TestLane::THREAD)
-        );
+        let (requests, conn) = naming_connection();
+        let served = tokio::spawn(test.lane.clone().serve(conn, || true));
+        assert_eq!(ask(&requests).await.as_deref(), Some(TestLane::THREAD));
         test.shut_down();
         // Every message is answered: by the lane's thread until its runtime has dropped the
         // lane's task (`shutdown_background` does not wait), then on the calling runtime.
         let mut on_main = false;
         for _ in 0..500 {
-            if ask(requests.clone()).await.as_deref() != Some(TestLane::THREAD) {
+            if ask(&requests).await.as_deref() != Some(TestLane::THREAD) {
                 on_main = true;
                 break;
             }
