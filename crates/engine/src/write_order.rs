@@ -10,13 +10,16 @@
 //!   After its commit it waits for its turn (every earlier ticket done), applies its changes,
 //!   and marks its ticket done. Every ticket drawn is marked done exactly once, whatever
 //!   becomes of its write (an [`InFlight`] that is dropped does it), so no turn waits forever.
+//!   A ticket done wakes the write whose turn comes next and no other: under a flood of one
+//!   tenant's writes, waking every waiting write at each turn cost each write several thread
+//!   switches, on the pool's threads at the normal priority.
 //! - An *exclusive* holder waits until no shared write is in flight and keeps new ones from
 //!   entering while it holds the order ([`Exclusive`]): meanwhile storage and the loaded
 //!   indexes reflect the same commits, as a load, a save's capture or an eviction needs, and
 //!   no write of the tenant commits, as a write that prepares outside its transaction needs.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Condvar, Mutex, MutexGuard, PoisonError, TryLockError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, TryLockError};
 
 /// No ticket drawn.
 const NONE: u64 = u64::MAX;
@@ -39,8 +42,15 @@ struct State {
     excluding: u64,
     /// Tickets below this are done.
     done: u64,
-    /// Threads waiting on `changed`: a change wakes them only if there are any.
+    /// Threads waiting on `changed` (to enter, to hold the order, for writes applied): a
+    /// change wakes them only if there are any.
     waiters: u64,
+    /// Writes waiting for their turn, each with its ticket and what wakes it alone. A handful
+    /// at most (one tenant's writes in flight on the pool), so a list.
+    turns: Vec<(u64, Arc<Condvar>)>,
+    /// Wake-ups of turn waiters whose turn had not come, for tests.
+    #[cfg(test)]
+    early_wake_ups: u64,
 }
 
 /// The order held exclusively: no shared write is in flight or enters while this lives.
@@ -67,6 +77,27 @@ impl WriteOrder {
         if s.waiters > 0 {
             self.changed.notify_all();
         }
+    }
+
+    /// Waits until ticket `t`'s turn: every ticket below it done.
+    fn wait_for_turn(&self, t: u64) {
+        let mut s = self.lock();
+        if s.done >= t {
+            return;
+        }
+        let turn = Arc::new(Condvar::new());
+        s.turns.push((t, Arc::clone(&turn)));
+        loop {
+            s = strata_sched::blocking(|| turn.wait(s).unwrap_or_else(PoisonError::into_inner));
+            if s.done >= t {
+                break;
+            }
+            #[cfg(test)]
+            {
+                s.early_wake_ups += 1;
+            }
+        }
+        s.turns.retain(|(ticket, _)| *ticket != t);
     }
 
     /// Holds the order exclusively, once the shared writes in flight have finished.
@@ -133,6 +164,12 @@ impl WriteOrder {
     pub fn tickets(&self) -> (u64, u64) {
         (self.drawn.load(Ordering::SeqCst), self.lock().done)
     }
+
+    /// Wake-ups of writes waiting for their turn that found it had not come, for tests.
+    #[cfg(test)]
+    pub fn early_wake_ups(&self) -> u64 {
+        self.lock().early_wake_ups
+    }
 }
 
 /// A shared write in flight. Finish it with [`InFlight::finish`]; dropped unfinished, it
@@ -165,12 +202,8 @@ impl InFlight<'_> {
     /// ticket).
     pub fn wait_turn(&self) {
         let t = self.ticket.load(Ordering::SeqCst);
-        if t == NONE {
-            return;
-        }
-        let mut s = self.order.lock();
-        while s.done < t {
-            s = self.order.wait(s);
+        if t != NONE {
+            self.order.wait_for_turn(t);
         }
     }
 
@@ -187,6 +220,9 @@ impl InFlight<'_> {
         if t != NONE {
             debug_assert_eq!(s.done, t, "a write finished out of its turn");
             s.done = t + 1;
+            if let Some((_, next)) = s.turns.iter().find(|(ticket, _)| *ticket == t + 1) {
+                next.notify_one();
+            }
         }
         s.in_flight -= 1;
         if s.in_flight == 0 {

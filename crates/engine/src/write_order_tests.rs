@@ -83,6 +83,44 @@ fn a_write_dropped_without_finishing_takes_its_turn_and_frees_the_next() {
     assert_eq!(order.tickets(), (2, 2));
 }
 
+/// Every write waiting for its turn, each ticket done wakes the next write alone: waking
+/// them all cost a flood of one tenant's writes several thread switches per write.
+#[test]
+fn a_ticket_done_wakes_only_the_write_whose_turn_is_next() {
+    let order = WriteOrder::default();
+    let flights: Vec<_> = (0..8).map(|_| order.enter(|| {})).collect();
+    for f in &flights {
+        f.draw();
+    }
+    let mut flights = flights.into_iter();
+    let first = flights.next().unwrap();
+    let finished = Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for (i, flight) in flights.enumerate() {
+            let finished = &finished;
+            s.spawn(move || {
+                flight.wait_turn();
+                finished.lock().unwrap().push(i + 1);
+                flight.finish(|| {});
+            });
+        }
+        wait_for(|| order.lock().turns.len() == 7);
+        assert_eq!(
+            order.lock().turns.len(),
+            7,
+            "every later write waits for its turn"
+        );
+        first.finish(|| {});
+    });
+    assert_eq!(finished.into_inner().unwrap(), (1..8).collect::<Vec<_>>());
+    assert_eq!(order.tickets(), (8, 8));
+    assert!(order.lock().turns.is_empty());
+    // A condition variable may wake a thread spuriously; woken at every turn, the waiting
+    // writes would count 21 here (6 + 5 + … + 1).
+    let early = order.early_wake_ups();
+    assert!(early <= 2, "{early} writes woken before their turn");
+}
+
 #[test]
 fn an_exclusive_holder_waits_for_writes_in_flight_and_keeps_new_ones_out() {
     let order = WriteOrder::default();
