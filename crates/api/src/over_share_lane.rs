@@ -500,15 +500,23 @@ mod tests {
     #[tokio::test]
     async fn what_a_request_on_the_lane_starts_runs_on_the_main_runtime() {
         let test = TestLane::new();
-        let (on_lane_thread, blocking, spawned) = on_lane(&test.lane, async move {
+        let (on_lane_thread, blocking, spawned, carried) = on_lane(&test.lane, async move {
             let blocking = spawn_blocking(thread_name).await.unwrap();
             let spawned = spawn(async move { thread_name() }).await.unwrap();
-            (thread_name(), blocking, spawned)
+            // A keyed write's task, and the blocking wait for durability it may start.
+            let carried = crate::timing::spawn_carrying(async move {
+                (thread_name(), spawn_blocking(thread_name).await.unwrap())
+            })
+            .await
+            .unwrap();
+            (thread_name(), blocking, spawned, carried)
         })
         .await;
         assert_eq!(on_lane_thread.as_deref(), Some(TestLane::THREAD));
         assert_ne!(blocking.as_deref(), Some(TestLane::THREAD));
         assert_ne!(spawned.as_deref(), Some(TestLane::THREAD));
+        assert_ne!(carried.0.as_deref(), Some(TestLane::THREAD));
+        assert_ne!(carried.1.as_deref(), Some(TestLane::THREAD));
         // Off the lane, as tokio's own.
         let here = spawn_blocking(thread_name).await.unwrap();
         assert_ne!(here.as_deref(), Some(TestLane::THREAD));

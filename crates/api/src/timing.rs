@@ -135,19 +135,24 @@ pub(crate) async fn timed<F: std::future::Future>(
 /// the request's, as if it had run in place. A task-local does not follow a spawn by itself,
 /// and a keyed write's answer lost its timings to that. A request without a timeline spawns
 /// plainly; a caller gone before the task ends only loses the marks.
+///
+/// The task runs on the main runtime, also when the request is on the over-share lane
+/// (`over_share_lane::spawn`): a keyed write's wait for durability may lead its group's sync,
+/// holding the store's write lock on a blocking thread, and a thread started from a lane
+/// thread would run at the lane's lowered priority.
 pub(crate) async fn spawn_carrying<F>(fut: F) -> Result<F::Output, tokio::task::JoinError>
 where
     F: std::future::Future + Send + 'static,
     F::Output: Send + 'static,
 {
     let Ok(timeline) = TIMELINE.try_with(Cell::get) else {
-        return tokio::spawn(fut).await;
+        return crate::over_share_lane::spawn(fut).await;
     };
     let carried = TIMELINE.scope(Cell::new(timeline), async move {
         let out = fut.await;
         (out, TIMELINE.with(Cell::get))
     });
-    let (out, timeline) = tokio::spawn(carried).await?;
+    let (out, timeline) = crate::over_share_lane::spawn(carried).await?;
     let _ = TIMELINE.try_with(|t| t.set(timeline));
     Ok(out)
 }
