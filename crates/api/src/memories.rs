@@ -215,11 +215,13 @@ async fn create_parsed(
         Claim::Waited(Some((status, answer))) => return Ok(idempotency::replay(status, answer)),
         Claim::Waited(None) => None,
     };
-    // A retry of a write that has ended gets its kept answer before anything is embedded.
+    // A retry of a write that has ended gets its kept answer before anything is embedded,
+    // once durable (`Engine::kept_answer`): a job that may write, never moved to the
+    // background workers, where it would hold the store's write lock at their priority.
     let kept = {
         let (scope, idem) = (scope.clone(), idem.clone());
         state
-            .run_tenant_read(&auth.admitted, move |e| Ok(e.kept_answer(&scope, &idem)?))
+            .run_tenant(&auth.admitted, move |e| Ok(e.kept_answer(&scope, &idem)?))
             .await?
     };
     if let Some((status, answer)) = kept {

@@ -76,6 +76,23 @@ impl Idempotency {
     }
 }
 
+/// The status and answer of `row`, kept for a request under `idem` and not yet expired; a row
+/// kept for another request under the same key is `IdempotencyKeyReused`.
+fn kept(
+    row: Option<IdempotencyRow>,
+    idem: &Idempotency,
+) -> Result<Option<(u16, Value)>, EngineError> {
+    match row {
+        Some(row) if row.at > now_millis() - IDEMPOTENCY_RETENTION_MS => {
+            if row.fingerprint != idem.fingerprint {
+                return Err(EngineError::IdempotencyKeyReused(idem.key.clone()));
+            }
+            Ok(Some((row.status, row.answer)))
+        }
+        _ => Ok(None),
+    }
+}
+
 /// What an idempotent write did.
 #[derive(Debug)]
 pub enum Answered<T> {
@@ -100,26 +117,32 @@ impl Engine {
         self.finish_put_idempotent(scope, req, pending, idem, shape)
     }
 
-    /// The answer kept for an earlier write under `idem`, if any, read before a write embeds
-    /// anything: a retry of a write that has ended costs a read, not the batch's embedding
-    /// again. The same key under another request is `IdempotencyKeyReused`. The write's own
-    /// transaction checks again ([`Engine::finish_put_idempotent`]), so this is only a shortcut.
+    /// The answer kept for an earlier write under `idem`, if any, looked up before a write
+    /// embeds anything: a retry of a write that has ended costs a look-up, not the batch's
+    /// embedding again. The same key under another request is `IdempotencyKeyReused`. The
+    /// write's own transaction checks again ([`Engine::finish_put_idempotent`]), so this is
+    /// only a shortcut.
+    ///
+    /// A kept answer found by a read belongs to a write that has committed, but may not be
+    /// durable: its writer may still be waiting for its sync, or have failed it (a full disk),
+    /// and answering the retry from it would acknowledge a write a crash can lose. So it is
+    /// looked up again in a write transaction of the tenant, whose durability (waited for, or
+    /// deferred to the caller's [`Engine::deferring_durability`]) covers every commit before
+    /// it, and which a store that failed a sync refuses. Only a retry pays for it.
     pub fn kept_answer(
         &self,
         scope: &TenantScope,
         idem: &Idempotency,
     ) -> Result<Option<(u16, Value)>, EngineError> {
-        let now = now_millis();
-        self.read_tenant(scope, Permission::Write, |r| {
-            match r.idempotency_row(scope.key(), &idem.stored())? {
-                Some(row) if row.at > now - IDEMPOTENCY_RETENTION_MS => {
-                    if row.fingerprint != idem.fingerprint {
-                        return Err(EngineError::IdempotencyKeyReused(idem.key.clone()));
-                    }
-                    Ok(Some((row.status, row.answer)))
-                }
-                _ => Ok(None),
-            }
+        let stored = idem.stored();
+        let found = self.read_tenant(scope, Permission::Write, |r| {
+            kept(r.idempotency_row(scope.key(), &stored)?, idem)
+        })?;
+        if found.is_none() {
+            return Ok(None);
+        }
+        self.write_tenant(scope, "memory.put", |w, _| {
+            kept(w.idempotency_row(scope.key(), &stored)?, idem)
         })
     }
 
@@ -137,18 +160,10 @@ impl Engine {
         let batch = self.embedded(pending)?;
         let stored = idem.stored();
         self.write_tenant(scope, "memory.put", |w, changes| {
-            let now = now_millis();
-            if let Some(row) = w.idempotency_row(scope.key(), &stored)?
-                && row.at > now - IDEMPOTENCY_RETENTION_MS
-            {
-                if row.fingerprint != idem.fingerprint {
-                    return Err(EngineError::IdempotencyKeyReused(idem.key.clone()));
-                }
-                return Ok(Answered::Replayed {
-                    status: row.status,
-                    answer: row.answer,
-                });
+            if let Some((status, answer)) = kept(w.idempotency_row(scope.key(), &stored)?, idem)? {
+                return Ok(Answered::Replayed { status, answer });
             }
+            let now = now_millis();
             let outcomes = batch.apply(w, changes, scope, req)?;
             let (status, answer) = shape(&outcomes);
             let row = IdempotencyRow {
@@ -220,6 +235,42 @@ mod tests {
             Answered::Fresh(o) => o[0].id.clone(),
             Answered::Replayed { .. } => panic!("expected a fresh write"),
         }
+    }
+
+    /// A kept answer found by the look-up before a write is answered only after a durable
+    /// point of the tenant's store: the write that kept it may have committed without being
+    /// durable yet (its writer still waiting for its sync, or failed at it).
+    #[test]
+    fn a_kept_answer_is_given_only_after_a_durable_point() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::open(dir.path(), EngineConfig::default()).unwrap();
+        let op = OperatorScope::for_tests();
+        let id = TenantId::parse("acme").unwrap();
+        engine.create_tenant(&op, &id, None).unwrap();
+        let scope = admin_scope(&engine, "acme");
+        let idem = Idempotency::new("retry-2", "f1".into()).unwrap();
+
+        // Nothing kept: a look-up, no write to wait for.
+        let (none, durable) = engine.deferring_durability(|| engine.kept_answer(&scope, &idem));
+        assert!(none.unwrap().is_none());
+        assert!(durable.is_empty(), "a first request waits for nothing");
+
+        let first = fresh_id(
+            engine
+                .put_idempotent(&scope, &RequestScope::default(), note("n"), &idem, shape)
+                .unwrap(),
+        );
+        let (kept, durable) = engine.deferring_durability(|| engine.kept_answer(&scope, &idem));
+        assert_eq!(kept.unwrap(), Some((201, json!({"id": first.to_string()}))));
+        assert!(
+            !durable.is_empty(),
+            "a replay waits for a durable point first"
+        );
+
+        // The same key under another request is refused by the look-up already.
+        let other = Idempotency::new("retry-2", "f2".into()).unwrap();
+        let err = engine.kept_answer(&scope, &other).unwrap_err();
+        assert!(matches!(err, EngineError::IdempotencyKeyReused(_)), "{err}");
     }
 
     #[test]

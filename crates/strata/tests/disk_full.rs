@@ -24,11 +24,19 @@ fn a_full_disk_refuses_writes_clearly_keeps_reads_and_loses_nothing() {
     let key = server.key("acme", json!({}));
     let text = "a memory that takes room ".repeat(300);
     let mut acked: Vec<String> = Vec::new();
-    let (status, refusal) = loop {
+    // Keyed writes: the one that fails is retried below with its key.
+    let (status, refusal, failed) = loop {
         let body = json!({"content": format!("{text} {}", acked.len())});
-        let (s, v) = server.post("/v1/memories", &key, body);
+        let idem = format!("write-{}", acked.len());
+        let (s, v) = server.call(
+            "POST",
+            "/v1/memories",
+            Some(&key),
+            &[("idempotency-key", &idem)],
+            Some(&body),
+        );
         if s != 201 {
-            break (s, v);
+            break (s, v, (idem, body));
         }
         acked.push(v["id"].as_str().expect("id").to_owned());
         assert!(acked.len() < 20_000, "the file never stopped growing");
@@ -39,6 +47,18 @@ fn a_full_disk_refuses_writes_clearly_keeps_reads_and_loses_nothing() {
         message(&refusal).starts_with("storage unavailable: "),
         "{refusal}"
     );
+
+    // Its retry is refused too, never answered from what the failed write may have committed
+    // without making it durable (a 201 here would acknowledge a write the restart can lose).
+    let (idem, body) = failed;
+    let (s, v) = server.call(
+        "POST",
+        "/v1/memories",
+        Some(&key),
+        &[("idempotency-key", &idem)],
+        Some(&body),
+    );
+    assert_eq!((s, code(&v)), (503, "UNAVAILABLE"), "{v}");
 
     // Every later write is refused the same way, saying what to do.
     let (s, v) = server.post("/v1/memories", &key, json!({"content": "later"}));
