@@ -430,9 +430,9 @@ impl RowLog {
         }
     }
 
-    /// Releases the files' lock taken by other than [`RowLog::wait_flushed`]'s flush, and wakes
-    /// the waiters that found it held (each looks again: it may flush now). The `flushed` lock
-    /// is taken first, so a waiter between its look and its wait is not missed.
+    /// Releases the files' lock, and wakes the waiters that found it held (each looks again:
+    /// it may flush now). The `flushed` lock is taken first, so a waiter between its look and
+    /// its wait is not missed.
     fn release(&self, files: MutexGuard<'_, Files>) {
         drop(files);
         drop(lock(&self.flushed));
@@ -478,6 +478,9 @@ impl RowLog {
     /// Settled before the files are released: a failed flush has taken its entries from the
     /// buffer, and the next holder of the files, finding it empty, settles `Ok` up to the last
     /// entry buffered; were that settled first, a waiter could read its lost entry as synced.
+    /// Released with a second wake-up ([`RowLog::release`]): a waiter for a later entry, woken
+    /// by the settling, finds the files still held and waits again, and only a wake-up after
+    /// the release sends it to flush (without it, it slept until the next checkpoint's).
     fn flush_timed(
         &self,
         mut files: MutexGuard<'_, Files>,
@@ -493,7 +496,7 @@ impl RowLog {
             Err(e) => Some(std::io::Error::new(e.kind(), e.to_string())),
         };
         self.settle_and_wake(flushed);
-        drop(files);
+        self.release(files);
         failure
     }
 

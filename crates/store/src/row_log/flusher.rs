@@ -195,7 +195,14 @@ mod tests {
         let (_dir, store, log) = held_store();
         let pending = put_pending(&store, "a");
         let mut wait = std::pin::pin!(pending.wait_logged());
-        let mut cx = Context::from_waker(Waker::noop());
+        // A waker of one task, whose clones wake it too (`will_wake`). Not `Waker::noop`: its
+        // clone may point at another copy of its table, in another codegen unit, and then
+        // reads as another task's.
+        let waker = Waker::from(Arc::new(Unpark {
+            thread: std::thread::current(),
+            woken: AtomicBool::new(false),
+        }));
+        let mut cx = Context::from_waker(&waker);
         {
             // Holding the files, the flusher cannot sync between the polls.
             let _files = lock(&log.files);
