@@ -768,7 +768,7 @@ impl Engine {
                 match jobs.get_mut(&(scope.key(), name.clone())) {
                     Some(j) if j.id == job && j.status.state == ReembedState::Running => {
                         j.status.state = ReembedState::Failed;
-                        j.status.error = Some(e.to_string());
+                        j.status.error = Some(failure_for_tenant(name, e));
                         j.status.finished_at = Some(now_millis());
                         j.staged = HashMap::new();
                         Some((j.created_at, j.status.clone()))
@@ -786,11 +786,40 @@ impl Engine {
     }
 }
 
+/// The failure a tenant reads in its re-embed's status: the error's text, except for what the
+/// API answers as `500 internal error` (storage, index and embedder failures, whose text may
+/// name the data directory or the storage engine's internals), which goes to the server's log
+/// and reads as an internal error.
+fn failure_for_tenant(name: &CollectionName, e: &EngineError) -> String {
+    match e {
+        EngineError::Store(_) | EngineError::Index(_) | EngineError::Embedding(_) => {
+            tracing::error!(collection = %name, error = %e, "re-embed failed");
+            "internal error (the server's log has the detail)".to_owned()
+        }
+        other => other.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::{EngineConfig, OperatorScope};
     use strata_types::{Metric, TenantId};
+
+    /// A failure the API would answer as an internal error reads as one in the job's status
+    /// too: a storage error's text may name the data directory.
+    #[test]
+    fn a_storage_failure_reads_as_an_internal_error_in_the_status() {
+        let name = CollectionName::parse("notes").unwrap();
+        let io = EngineError::Store(strata_store::StoreError::Engine(
+            "data directory /srv/strata: disk".into(),
+        ));
+        let shown = failure_for_tenant(&name, &io);
+        assert!(!shown.contains("/srv/strata"), "{shown}");
+        assert!(shown.starts_with("internal error"), "{shown}");
+        let conflict = EngineError::Reembed("the model changed".into());
+        assert_eq!(failure_for_tenant(&name, &conflict), conflict.to_string());
+    }
 
     /// A step stores its `running` row after it left the jobs' lock; the job's end (here a
     /// failure) may be stored first. The end stays: after a restart the job must read as
