@@ -230,6 +230,18 @@ mod tests {
         (201, json!({"id": outcomes[0].id.to_string()}))
     }
 
+    /// An engine in a temporary directory holding tenant `acme`, and the scope of its admin.
+    fn acme() -> (tempfile::TempDir, Engine, TenantScope) {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::open(dir.path(), EngineConfig::default()).unwrap();
+        let id = TenantId::parse("acme").unwrap();
+        engine
+            .create_tenant(&OperatorScope::for_tests(), &id, None)
+            .unwrap();
+        let scope = admin_scope(&engine, "acme");
+        (dir, engine, scope)
+    }
+
     fn fresh_id(a: Answered<Vec<PutOutcome>>) -> RecordId {
         match a {
             Answered::Fresh(o) => o[0].id.clone(),
@@ -242,12 +254,7 @@ mod tests {
     /// durable yet (its writer still waiting for its sync, or failed at it).
     #[test]
     fn a_kept_answer_is_given_only_after_a_durable_point() {
-        let dir = tempfile::tempdir().unwrap();
-        let engine = Engine::open(dir.path(), EngineConfig::default()).unwrap();
-        let op = OperatorScope::for_tests();
-        let id = TenantId::parse("acme").unwrap();
-        engine.create_tenant(&op, &id, None).unwrap();
-        let scope = admin_scope(&engine, "acme");
+        let (_dir, engine, scope) = acme();
         let idem = Idempotency::new("retry-2", "f1".into()).unwrap();
 
         // Nothing kept: a look-up, no write to wait for.
@@ -275,12 +282,7 @@ mod tests {
 
     #[test]
     fn a_retry_gets_the_first_answer_and_writes_nothing() {
-        let dir = tempfile::tempdir().unwrap();
-        let engine = Engine::open(dir.path(), EngineConfig::default()).unwrap();
-        let op = OperatorScope::for_tests();
-        let id = TenantId::parse("acme").unwrap();
-        engine.create_tenant(&op, &id, None).unwrap();
-        let scope = admin_scope(&engine, "acme");
+        let (_dir, engine, scope) = acme();
         let req = RequestScope::default();
         let idem = Idempotency::new("retry-1", "f1".into()).unwrap();
 
@@ -330,6 +332,7 @@ mod tests {
         assert_ne!(first, second);
 
         // Fresh rows survive the sweep; the answer is still replayed afterwards.
+        let op = OperatorScope::for_tests();
         assert_eq!(engine.sweep_idempotency_keys(&op).unwrap(), 0);
         assert!(matches!(
             engine

@@ -24,17 +24,15 @@ fn a_full_disk_refuses_writes_clearly_keeps_reads_and_loses_nothing() {
     let key = server.key("acme", json!({}));
     let text = "a memory that takes room ".repeat(300);
     let mut acked: Vec<String> = Vec::new();
+    let keyed_write = |idem: &str, body: &Value| {
+        let headers = [("idempotency-key", idem)];
+        server.call("POST", "/v1/memories", Some(&key), &headers, Some(body))
+    };
     // Keyed writes: the one that fails is retried below with its key.
     let (status, refusal, failed) = loop {
         let body = json!({"content": format!("{text} {}", acked.len())});
         let idem = format!("write-{}", acked.len());
-        let (s, v) = server.call(
-            "POST",
-            "/v1/memories",
-            Some(&key),
-            &[("idempotency-key", &idem)],
-            Some(&body),
-        );
+        let (s, v) = keyed_write(&idem, &body);
         if s != 201 {
             break (s, v, (idem, body));
         }
@@ -51,13 +49,7 @@ fn a_full_disk_refuses_writes_clearly_keeps_reads_and_loses_nothing() {
     // Its retry is refused too, never answered from what the failed write may have committed
     // without making it durable (a 201 here would acknowledge a write the restart can lose).
     let (idem, body) = failed;
-    let (s, v) = server.call(
-        "POST",
-        "/v1/memories",
-        Some(&key),
-        &[("idempotency-key", &idem)],
-        Some(&body),
-    );
+    let (s, v) = keyed_write(&idem, &body);
     assert_eq!((s, code(&v)), (503, "UNAVAILABLE"), "{v}");
 
     // Every later write is refused the same way, saying what to do.
