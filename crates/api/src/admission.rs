@@ -160,6 +160,18 @@ impl Gate {
         // Served from memory after the tenant's first request.
         let admission = engine.admission(scope)?;
         let key = scope.key();
+        // The in-flight cap first: a request it refuses spends no rate token (a client
+        // retrying at its cap would otherwise drain its own bucket); a rate refusal then drops
+        // the permit it took.
+        let permit = match admission.limits.max_concurrent {
+            Some(max) => Some(self.in_flight.try_acquire(&key, max).map_err(|b| {
+                ApiError::ConcurrencyLimited(format!(
+                    "{} requests in flight; the limit is {}",
+                    b.in_flight, b.max
+                ))
+            })?),
+            None => None,
+        };
         if let Some(qps) = admission.limits.max_qps {
             let limits = Limits::new(qps, admission.limits.burst).map_err(|e| {
                 ApiError::Internal(format!(
@@ -173,15 +185,6 @@ impl Gate {
                     retry_after_ms: r.millis,
                 })?;
         }
-        let permit = match admission.limits.max_concurrent {
-            Some(max) => Some(self.in_flight.try_acquire(&key, max).map_err(|b| {
-                ApiError::ConcurrencyLimited(format!(
-                    "{} requests in flight; the limit is {}",
-                    b.in_flight, b.max
-                ))
-            })?),
-            None => None,
-        };
         Ok(Admitted {
             share: Share {
                 key,
@@ -684,6 +687,50 @@ mod tests {
         tokio::task::spawn_blocking(move || gate2.shutdown(Duration::from_secs(5)))
             .await
             .expect("join");
+    }
+
+    /// A request refused by the in-flight cap spends no rate token: a client retrying while
+    /// at its cap would otherwise drain its own bucket and be refused for a rate it never used.
+    #[test]
+    fn a_request_refused_for_concurrency_spends_no_rate_token() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let engine =
+            Engine::open(dir.path(), strata_engine::EngineConfig::default()).expect("engine");
+        let gate = Gate::new(PoolConfig::default(), Arc::new(Metrics::default())).expect("pool");
+        let held = admitted(&gate, &engine, 1, Lane::Shared);
+        let id = TenantId::parse("t1").expect("id");
+        let limits = strata_engine::TenantLimits {
+            // Three tokens, refilled once in a thousand seconds: none comes back in the test.
+            max_qps: Some(0.001),
+            burst: Some(3),
+            max_concurrent: Some(1),
+            ..Default::default()
+        };
+        let update = strata_engine::TenantUpdate {
+            limits: Some(limits),
+            ..Default::default()
+        };
+        engine
+            .update_tenant(&strata_auth::OperatorScope::for_tests(), &id, update)
+            .expect("limits");
+        let scope = held.share.scope.clone();
+        let first = gate.admit(&engine, &scope).expect("the first request");
+        for _ in 0..5 {
+            match gate.admit(&engine, &scope) {
+                Err(ApiError::ConcurrencyLimited(_)) => {}
+                Err(e) => panic!("refused for another reason: {e:?}"),
+                Ok(_) => panic!("admitted over the in-flight cap"),
+            }
+        }
+        drop(first);
+        // The two tokens left after the first request are still there.
+        drop(gate.admit(&engine, &scope).expect("a second request"));
+        drop(gate.admit(&engine, &scope).expect("a third request"));
+        assert!(matches!(
+            gate.admit(&engine, &scope),
+            Err(ApiError::RateLimited { .. })
+        ));
+        gate.shutdown(Duration::from_secs(5));
     }
 
     #[test]

@@ -9,6 +9,7 @@ use serde::Deserialize;
 use strata_auth::TenantScope;
 use strata_engine::{ReembedPlan, ReembedStatus};
 use strata_types::{CollectionName, TenantId};
+use tracing::Instrument;
 use utoipa::ToSchema;
 
 use crate::admission::Admitted;
@@ -87,16 +88,27 @@ pub async fn start(
     // queued in the tenant's fair share. Admitted before the job exists, so a refusal here
     // cannot leave a job marked running with nothing to drive it.
     let admitted = state.admit_background(&scope)?;
-    let (job_scope, job_name) = (scope.clone(), name.clone());
-    let status = state
-        .run_tenant(&auth.admitted, move |e| {
-            Ok(e.reembed_start(&job_scope, &job_name)?)
-        })
-        .await?;
-    let job = status
-        .job
-        .ok_or_else(|| ApiError::Internal("a started re-embed has no job id".into()))?;
-    crate::over_share_lane::spawn(drive(state, admitted, scope, name, job));
+    // Started and handed to its driver on a task of its own, which a client that hangs up does
+    // not cancel: the start marks the job running, and a start cut off before its driver was
+    // spawned left it marked running with nothing to drive it, refusing every later start
+    // until a restart. The task keeps the request's admission meanwhile.
+    let request = auth.admitted;
+    let start = async move {
+        let (job_scope, job_name) = (scope.clone(), name.clone());
+        let status = state
+            .run_tenant(&request, move |e| {
+                Ok(e.reembed_start(&job_scope, &job_name)?)
+            })
+            .await?;
+        let job = status
+            .job
+            .ok_or_else(|| ApiError::Internal("a started re-embed has no job id".into()))?;
+        crate::over_share_lane::spawn(drive(state, admitted, scope, name, job));
+        Ok::<_, ApiError>(status)
+    };
+    let status = crate::timing::spawn_carrying(start.instrument(tracing::Span::current()))
+        .await
+        .map_err(|e| ApiError::Internal(format!("re-embed start task: {e}")))??;
     Ok((StatusCode::ACCEPTED, Json(status)).into_response())
 }
 

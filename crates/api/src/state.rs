@@ -210,7 +210,8 @@ impl AppState {
     /// Parses a request body as a JSON object and converts it with `convert`, in one job off
     /// the async threads: in the tenant's fair share of the pool when a tenant sent it (parsing
     /// and converting write nothing, so the job may be demoted like a read), on the blocking
-    /// pool for an operator's. A body of a few megabytes can take seconds to parse, and as long
+    /// pool for an operator's (a job holding a parse slot is not demoted). A body of a few
+    /// megabytes can take seconds to parse, and as long
     /// again to convert to typed values; on the async threads that stalled every tenant's
     /// requests. A tenant's body first waits for a parse slot (`parse_slots`), so such jobs
     /// never hold every worker.
@@ -232,6 +233,14 @@ impl AppState {
             (Some(tenant), Some(_)) => self.parse_slot(tenant, bytes.len()).await?,
             _ => None,
         };
+        // A job holding a parse slot, which every tenant's large bodies wait for, is never
+        // moved to the background workers: at their priority, behind a flooding tenant's
+        // other jobs, it would keep every other tenant's large bodies waiting for minutes.
+        let demotable = if slot.is_some() {
+            Demotable::Never
+        } else {
+            Demotable::ReadOnly
+        };
         let parse = move |_: &Engine| {
             // The slot is the job's: held until the parse ends (or the job is dropped unrun),
             // not until the client stops waiting for it.
@@ -245,9 +254,7 @@ impl AppState {
         match share {
             Some(share) => {
                 let engine = Arc::clone(&self.engine);
-                self.gate
-                    .run_in(share, engine, Demotable::ReadOnly, parse)
-                    .await
+                self.gate.run_in(share, engine, demotable, parse).await
             }
             None => self.run(parse).await,
         }
