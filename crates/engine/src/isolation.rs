@@ -415,7 +415,7 @@ impl Engine {
                 })?;
             return Ok((report, Some(job)));
         }
-        self.set_level(op, id, meta.key, next, MIGRATE_ACTION)?;
+        self.set_level(op, id, meta.key, next, MIGRATE_ACTION, |_| true)?;
         Ok((report, None))
     }
 
@@ -426,6 +426,10 @@ impl Engine {
     /// overwrite the change.
     /// `planned` is the storage key the change was planned on: the change is refused (`409`)
     /// if the id names another incarnation by the time it commits.
+    ///
+    /// `still` is asked, in the transaction, whether the stored profile still calls for the
+    /// change (a sweep's promotion was planned from an earlier read: an operator's level
+    /// change since then must not be overwritten); `IdConflict` when it does not.
     fn set_level(
         &self,
         op: &OperatorScope,
@@ -433,9 +437,10 @@ impl Engine {
         planned: TenantKey,
         next: TenantProfile,
         action: &str,
+        still: impl Fn(&TenantProfile) -> bool,
     ) -> Result<(), EngineError> {
         let key = self.migrations.excluding(planned, id, || {
-            self.level_change_txn(op, id, planned, &next, action)
+            self.level_change_txn(op, id, planned, &next, action, &still)
         })?;
         // The level decides the tenant's pool lane (dedicated: reserved), read at admission.
         self.admissions.invalidate(key);
@@ -457,13 +462,20 @@ impl Engine {
         planned: TenantKey,
         next: &TenantProfile,
         action: &str,
+        still: &dyn Fn(&TenantProfile) -> bool,
     ) -> Result<TenantKey, EngineError> {
         self.store.write(|w| {
-            let from = match w.tenant(id)? {
-                Some(meta) if meta.key == planned => TenantProfile::of(&meta)?.isolation,
+            let now = match w.tenant(id)? {
+                Some(meta) if meta.key == planned => TenantProfile::of(&meta)?,
                 Some(_) => return Err(replaced(id)),
                 None => return Err(EngineError::TenantNotFound(id.clone())),
             };
+            if !still(&now) {
+                return Err(EngineError::IdConflict(format!(
+                    "tenant {id}: its level or parameters changed meanwhile"
+                )));
+            }
+            let from = now.isolation;
             // A level on the other side of a data move is only ever set by the move's flip.
             if moves_data(from, next.isolation) {
                 return Err(EngineError::IdConflict(format!(
@@ -590,6 +602,14 @@ impl Engine {
     /// `partition` (audited as `tenant.promote`); run by the server's periodic sweep. Returns
     /// the promoted tenants; one whose data is being moved is skipped until the next sweep.
     pub fn promote_tenants(&self, op: &OperatorScope) -> Result<Vec<TenantId>, EngineError> {
+        let due = self.due_for_promotion()?;
+        self.promote(op, due)
+    }
+
+    /// The tenants [`Engine::promote_tenants`] promotes, with their profiles as read.
+    pub(crate) fn due_for_promotion(
+        &self,
+    ) -> Result<Vec<(TenantId, TenantKey, TenantProfile)>, EngineError> {
         let threshold = self.config.isolation.promote_partition_vectors;
         if threshold == 0 {
             return Ok(Vec::new());
@@ -616,13 +636,32 @@ impl Engine {
                 }
             }
         }
+        Ok(due)
+    }
+
+    /// Promotes `due` ([`Engine::due_for_promotion`]), each tenant only if its profile is
+    /// still as read when its promotion commits.
+    pub(crate) fn promote(
+        &self,
+        op: &OperatorScope,
+        due: Vec<(TenantId, TenantKey, TenantProfile)>,
+    ) -> Result<Vec<TenantId>, EngineError> {
         let mut promoted = Vec::new();
         for (id, key, p) in due {
+            let planned = p.clone();
+            // Still as the sweep read it when the promotion commits: an operator's migration
+            // or move to `shared` in between wins.
+            let still = |now: &TenantProfile| {
+                now.isolation == planned.isolation
+                    && now.index_params == planned.index_params
+                    && now.kept_shared == planned.kept_shared
+                    && now.status == TenantStatus::Active
+            };
             let next = TenantProfile {
                 isolation: IsolationLevel::Partition,
                 ..p
             };
-            match self.set_level(op, &id, key, next, "tenant.promote") {
+            match self.set_level(op, &id, key, next, "tenant.promote", still) {
                 Ok(()) => promoted.push(id),
                 // A data move of the tenant runs (or it changed meanwhile): the next sweep
                 // looks again.

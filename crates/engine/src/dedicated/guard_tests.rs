@@ -173,3 +173,38 @@ fn an_ended_move_shows_its_outcome_over_a_row_that_still_says_running() {
         .run(&engine)
         .unwrap();
 }
+
+/// The promotion sweep plans from an earlier read of the registry: an operator's level change
+/// between that read and the promotion's commit wins, and a later sweep leaves it too.
+#[test]
+fn a_promotion_planned_before_an_operators_level_change_leaves_that_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = EngineConfig {
+        isolation: IsolationConfig {
+            promote_partition_vectors: 1,
+            ..IsolationConfig::default()
+        },
+        ..EngineConfig::default()
+    };
+    let engine = Engine::open(dir.path(), config).unwrap();
+    let op = OperatorScope::for_tests();
+    let id = fill(&engine, "acme", 50);
+    let due = engine.due_for_promotion().unwrap();
+    assert_eq!(due.len(), 1, "50 vectors: due for partition");
+
+    // Meanwhile the operator keeps it shared, with parameters of its own.
+    let params = IndexParams {
+        m: Some(8),
+        ..IndexParams::default()
+    };
+    engine
+        .migrate_tenant(&op, &id, request(IsolationLevel::Shared, Some(params)))
+        .unwrap();
+    assert!(engine.promote(&op, due).unwrap().is_empty());
+    let info = engine.tenant(&op, &id).unwrap();
+    assert_eq!(
+        (info.isolation, info.index_params),
+        (IsolationLevel::Shared, Some(params))
+    );
+    assert!(engine.promote_tenants(&op).unwrap().is_empty());
+}
