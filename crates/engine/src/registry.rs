@@ -704,8 +704,17 @@ impl IndexRegistry {
             _ => return Err(EngineError::TenantNotFound(slot.id.clone())),
         };
         slot.level_pinned
-            .store(profile.isolation.pinned(), Ordering::Relaxed);
+            .store(pinned_by_level(&profile), Ordering::Relaxed);
         TenantIndex::load(store, key, crate::isolation::effective_params(&profile))
+    }
+
+    /// Pins or unpins a loaded tenant by its level after a change of its status (a soft
+    /// delete lets go of the pin, a restore takes it again: see [`pinned_by_level`]); nothing
+    /// for a tenant not loaded, whose load reads it from its profile.
+    pub fn set_level_pinned(&self, key: TenantKey, pinned: bool) {
+        if let Some(slot) = self.get(key) {
+            slot.level_pinned.store(pinned, Ordering::Relaxed);
+        }
     }
 
     /// Applies a committed isolation-level change: pins or unpins the tenant and hands its
@@ -1118,3 +1127,10 @@ impl Drop for WriteWindow<'_> {
 #[cfg(test)]
 #[path = "registry_slot_tests.rs"]
 mod tests;
+
+/// Whether a tenant's level keeps its indexes resident: `partition` and `dedicated` do, unless
+/// the tenant is soft-deleted. A deleted tenant serves nothing, so its memory must not hold
+/// the budget against live tenants until it is purged or restored.
+pub(crate) fn pinned_by_level(profile: &crate::lifecycle::TenantProfile) -> bool {
+    profile.isolation.pinned() && profile.status != crate::lifecycle::TenantStatus::Deleted
+}

@@ -585,7 +585,7 @@ impl Engine {
         id: &TenantId,
     ) -> Result<TenantInfo, EngineError> {
         let now = now_millis();
-        self.change_profile(op, id, "tenant.delete", |p| {
+        let info = self.change_profile(op, id, "tenant.delete", |p| {
             // Deleting again keeps what the first delete found.
             if p.status != TenantStatus::Deleted {
                 p.status_before_delete = Some(p.status);
@@ -593,7 +593,12 @@ impl Engine {
             p.status = TenantStatus::Deleted;
             p.deleted_at.get_or_insert(now);
             Ok(())
-        })
+        })?;
+        // Its loaded indexes serve nothing now: evictable like any idle tenant's.
+        if let Ok(meta) = self.tenant_meta(id) {
+            self.indexes.set_level_pinned(meta.key, false);
+        }
+        Ok(info)
     }
 
     /// Undoes a soft delete: the tenant comes back with the status it had when deleted, so a
@@ -603,7 +608,7 @@ impl Engine {
         op: &OperatorScope,
         id: &TenantId,
     ) -> Result<TenantInfo, EngineError> {
-        self.change_profile(op, id, "tenant.restore", |p| match p.status {
+        let info = self.change_profile(op, id, "tenant.restore", |p| match p.status {
             // A delete made during an import wins (the import fails and discards it); bringing
             // the tenant back would serve its half-loaded data.
             TenantStatus::Deleted if p.importing => Err(EngineError::IdConflict(format!(
@@ -621,7 +626,12 @@ impl Engine {
             _ => Err(EngineError::BadRequest(format!(
                 "tenant {id} is not deleted"
             ))),
-        })
+        })?;
+        if let Ok(meta) = self.tenant_meta(id) {
+            self.indexes
+                .set_level_pinned(meta.key, info.isolation.pinned());
+        }
+        Ok(info)
     }
 
     /// Hard delete: erases its registry entry, then every byte of the tenant's data (in short

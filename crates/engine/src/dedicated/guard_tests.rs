@@ -208,3 +208,24 @@ fn a_promotion_planned_before_an_operators_level_change_leaves_that_change() {
     );
     assert!(engine.promote_tenants(&op).unwrap().is_empty());
 }
+
+/// A soft-deleted tenant serves nothing, so a `partition` tenant's pin lapses with its delete
+/// (its loaded indexes evictable like any idle tenant's) and comes back with its restore.
+#[test]
+fn a_deleted_partition_tenant_is_not_pinned_until_restored() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path(), EngineConfig::default()).unwrap();
+    let op = OperatorScope::for_tests();
+    let id = fill(&engine, "acme", 50);
+    engine
+        .migrate_tenant(&op, &id, request(IsolationLevel::Partition, None))
+        .unwrap();
+    let scope = admin_scope(&engine, "acme");
+    answers(&engine, &scope);
+    let pinned = |engine: &Engine| engine.residency(&op, &id).unwrap().pinned;
+    assert!(pinned(&engine), "a loaded partition tenant is pinned");
+    engine.delete_tenant(&op, &id).unwrap();
+    assert!(!pinned(&engine), "deleted, it is not");
+    engine.restore_tenant(&op, &id).unwrap();
+    assert!(pinned(&engine), "restored, it is again");
+}
