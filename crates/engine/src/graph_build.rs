@@ -529,6 +529,14 @@ fn build_and_install(
         registry,
         charged: 0,
     };
+    if seeded {
+        // The seed left the tenant's index for the builder: counted as in flight first, then
+        // out of the tenant's own count (for a moment in both, never in neither), or a
+        // tenant catching up a large graph would hold it outside the budget.
+        building.measure(&graph);
+        let guard = slot.index.write().unwrap_or_else(|e| e.into_inner());
+        registry.account(slot, guard.as_ref());
+    }
     for chunk in slots.chunks(CHUNK) {
         let Some(items) = copy_chunk(registry, slot, name, began, chunk)? else {
             return Ok(false);
@@ -610,6 +618,9 @@ fn build_and_install(
                     // try resumes it rather than build from nothing.
                     if seeded {
                         ci.seed = Some(graph);
+                        // Back in the tenant's count (its in-flight charge ends with the
+                        // build).
+                        registry.account(slot, guard.as_ref());
                     }
                     drop(guard);
                     tracing::info!(

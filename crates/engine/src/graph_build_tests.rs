@@ -537,6 +537,27 @@ fn a_graph_being_caught_up_is_not_saved_over_and_survives_a_restart_before_its_i
     }
 }
 
+/// A graph the load set aside, while the builder catches it up, still counts against the
+/// memory budget: out of its tenant's own count (which a write recomputes) and in flight.
+#[test]
+fn a_graph_being_caught_up_counts_against_the_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, scope, _new, _at_start, go) = catching_up(dir.path());
+    let op = OperatorScope::for_tests();
+    // A write recomputes the tenant's own count, from an index that no longer holds the seed.
+    put_new(&engine, &scope, "w", 5, 77);
+    let own = engine
+        .residency(&op, scope.tenant())
+        .unwrap()
+        .resident_bytes;
+    let total = engine.residency_summary(&op).resident_bytes;
+    assert!(
+        total > own,
+        "the graph in the builder's hands is counted: {total} total, {own} the tenant's own"
+    );
+    drop(go);
+}
+
 #[test]
 fn a_catch_up_whose_tenant_was_reloaded_meanwhile_leaves_the_new_index_alone() {
     let dir = tempfile::tempdir().unwrap();
