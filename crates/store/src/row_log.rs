@@ -34,7 +34,8 @@
 //!   then may the next checkpoint move appends back to it. Files are overwritten in place,
 //!   never shortened (an in-place `fdatasync` costs half an append's), except by a scrub.
 //! - A purge's vacuum scrubs the log (two checkpoints, each file emptied once left), so no
-//!   purged tenant's row outlives the purge in it.
+//!   purged tenant's row outlives the purge in it; so does every start, once the files are
+//!   replayed, so that a crash between a purge's vacuum and its scrub leaves nothing either.
 
 mod flusher;
 mod format;

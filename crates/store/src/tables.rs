@@ -489,7 +489,7 @@ impl Store {
             }
         };
         let opened = read_db(&db).opened;
-        Ok(Store {
+        let store = Store {
             opened,
             db,
             path: path.to_path_buf(),
@@ -508,11 +508,17 @@ impl Store {
             retired: Default::default(),
             registry_epoch: 0.into(),
             derived_gate: Default::default(),
-            log: Some(log),
+            log: Some(Arc::clone(&log)),
             checkpointer: Some(checkpointer),
             flusher: Some(flusher),
             log_replayed: replayed.entries,
-        })
+        };
+        // Everything the log's files hold is in the main file now, durably (replayed, or
+        // checkpointed before the stop): they are emptied. A crash between a purge's vacuum
+        // and its own emptying of the log left the purged tenant's rows in a file, and the
+        // vacuum owed, cleared with the vacuum's swap, does not ask this start for another.
+        log.scrub(&|| sync(&store.db, &store.commits).map(|_| ()))?;
+        Ok(store)
     }
 
     /// A counter bumped after every commit that wrote a registry row (tenant creation, a

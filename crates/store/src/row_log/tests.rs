@@ -230,3 +230,34 @@ fn a_transaction_of_more_than_a_megabyte_of_rows_commits_durably_instead_of_bein
     assert_eq!(blob(&bare, "small"), Some(b"1".to_vec()));
     assert_eq!(bare.log_entries_replayed(), 0);
 }
+
+/// A start empties the log's files once their entries are replayed: rows a crash left there
+/// (a purged tenant's among them, when the crash cut its purge's own emptying short) do not
+/// stay on the disk until appends happen to cover them.
+#[test]
+fn a_start_after_a_crash_leaves_the_logs_files_empty() {
+    let (dir, store, _log) = held_store();
+    put(&store, "k", b"a purged tenant's row");
+    let copy = tempfile::tempdir().unwrap();
+    crash_copy(dir.path(), copy.path());
+    let main = copy.path().join("main.redb");
+    let held: u64 = super::paths_of(&main)
+        .iter()
+        .map(|p| std::fs::metadata(p).unwrap().len())
+        .sum();
+    assert!(held > 0, "the crash left the write in the log");
+    let reopened = Store::open(&main).unwrap();
+    assert_eq!(reopened.log_entries_replayed(), 1);
+    assert_eq!(
+        blob(&reopened, "k").as_deref(),
+        Some(&b"a purged tenant's row"[..])
+    );
+    for p in super::paths_of(&main) {
+        let bytes = std::fs::read(&p).unwrap();
+        assert!(
+            !bytes.windows(5).any(|w| w == b"purge"),
+            "{} still holds the row",
+            p.display()
+        );
+    }
+}
