@@ -26,6 +26,18 @@ fn start(engine: &Engine, id: &TenantId, target: IsolationLevel) -> MigrationJob
     job.expect("a data move")
 }
 
+/// An engine whose promotion sweep promotes a shared tenant from its first vector.
+fn promoting_engine(dir: &std::path::Path) -> Engine {
+    let config = EngineConfig {
+        isolation: IsolationConfig {
+            promote_partition_vectors: 1,
+            ..IsolationConfig::default()
+        },
+        ..EngineConfig::default()
+    };
+    Engine::open(dir, config).unwrap()
+}
+
 fn conflict<T: std::fmt::Debug>(r: Result<T, EngineError>) -> String {
     match r {
         Err(EngineError::IdConflict(m)) => m,
@@ -36,14 +48,7 @@ fn conflict<T: std::fmt::Debug>(r: Result<T, EngineError>) -> String {
 #[test]
 fn a_running_move_refuses_other_level_and_parameter_changes_and_the_sweeps_skip_it() {
     let dir = tempfile::tempdir().unwrap();
-    let config = EngineConfig {
-        isolation: IsolationConfig {
-            promote_partition_vectors: 1,
-            ..IsolationConfig::default()
-        },
-        ..EngineConfig::default()
-    };
-    let engine = Engine::open(dir.path(), config).unwrap();
+    let engine = promoting_engine(dir.path());
     let op = OperatorScope::for_tests();
     let id = fill(&engine, "acme", 50);
     let scope = admin_scope(&engine, "acme");
@@ -179,14 +184,7 @@ fn an_ended_move_shows_its_outcome_over_a_row_that_still_says_running() {
 #[test]
 fn a_promotion_planned_before_an_operators_level_change_leaves_that_change() {
     let dir = tempfile::tempdir().unwrap();
-    let config = EngineConfig {
-        isolation: IsolationConfig {
-            promote_partition_vectors: 1,
-            ..IsolationConfig::default()
-        },
-        ..EngineConfig::default()
-    };
-    let engine = Engine::open(dir.path(), config).unwrap();
+    let engine = promoting_engine(dir.path());
     let op = OperatorScope::for_tests();
     let id = fill(&engine, "acme", 50);
     let due = engine.due_for_promotion().unwrap();
