@@ -213,11 +213,10 @@ impl Engine {
 #[cfg(test)]
 mod tests {
     use serde_json::json;
-    use strata_types::{RecordId, TenantId};
+    use strata_types::RecordId;
 
     use super::*;
-    use crate::EngineConfig;
-    use crate::test_support::admin_scope;
+    use crate::test_support::engine_with_tenant;
 
     fn note(content: &str) -> Vec<NewRecord> {
         vec![NewRecord {
@@ -228,18 +227,6 @@ mod tests {
 
     fn shape(outcomes: &[PutOutcome]) -> (u16, Value) {
         (201, json!({"id": outcomes[0].id.to_string()}))
-    }
-
-    /// An engine in a temporary directory holding tenant `acme`, and the scope of its admin.
-    fn acme() -> (tempfile::TempDir, Engine, TenantScope) {
-        let dir = tempfile::tempdir().unwrap();
-        let engine = Engine::open(dir.path(), EngineConfig::default()).unwrap();
-        let id = TenantId::parse("acme").unwrap();
-        engine
-            .create_tenant(&OperatorScope::for_tests(), &id, None)
-            .unwrap();
-        let scope = admin_scope(&engine, "acme");
-        (dir, engine, scope)
     }
 
     fn fresh_id(a: Answered<Vec<PutOutcome>>) -> RecordId {
@@ -254,7 +241,7 @@ mod tests {
     /// durable yet (its writer still waiting for its sync, or failed at it).
     #[test]
     fn a_kept_answer_is_given_only_after_a_durable_point() {
-        let (_dir, engine, scope) = acme();
+        let (_dir, engine, scope) = engine_with_tenant("acme");
         let idem = Idempotency::new("retry-2", "f1".into()).unwrap();
 
         // Nothing kept: a look-up, no write to wait for.
@@ -282,7 +269,7 @@ mod tests {
 
     #[test]
     fn a_retry_gets_the_first_answer_and_writes_nothing() {
-        let (_dir, engine, scope) = acme();
+        let (_dir, engine, scope) = engine_with_tenant("acme");
         let req = RequestScope::default();
         let idem = Idempotency::new("retry-1", "f1".into()).unwrap();
 
