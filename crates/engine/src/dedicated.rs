@@ -737,13 +737,7 @@ impl Engine {
         })?;
         // Flipped: the tenant serves from its new side at its new level.
         *lock(&copy.phase) = Phase::CleaningUp;
-        self.indexes.set_level(
-            &self.store,
-            key,
-            id,
-            job.next.isolation.pinned(),
-            crate::isolation::effective_params(&job.next),
-        );
+        self.indexes.apply_profile(&self.store, key);
         // The level decides the tenant's pool lane (dedicated: reserved).
         self.admissions.invalidate(key);
         // After the tenant's write order is released, its writes going to their new side

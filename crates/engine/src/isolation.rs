@@ -444,13 +444,7 @@ impl Engine {
         })?;
         // The level decides the tenant's pool lane (dedicated: reserved), read at admission.
         self.admissions.invalidate(key);
-        self.indexes.set_level(
-            &self.store,
-            key,
-            id,
-            next.isolation.pinned(),
-            effective_params(&next),
-        );
+        self.indexes.apply_profile(&self.store, key);
         Ok(())
     }
 

@@ -708,39 +708,44 @@ impl IndexRegistry {
         TenantIndex::load(store, key, crate::isolation::effective_params(&profile))
     }
 
-    /// Pins or unpins a loaded tenant by its level after a change of its status (a soft
-    /// delete lets go of the pin, a restore takes it again: see [`pinned_by_level`]); nothing
-    /// for a tenant not loaded, whose load reads it from its profile.
-    pub fn set_level_pinned(&self, key: TenantKey, pinned: bool) {
-        if let Some(slot) = self.get(key) {
-            slot.level_pinned.store(pinned, Ordering::Relaxed);
-        }
-    }
-
-    /// Applies a committed isolation-level change: pins or unpins the tenant and hands its
-    /// loaded graphs the new parameters; graphs built with others are rebuilt in the
-    /// background while they keep serving.
-    pub fn set_level(
-        &self,
-        store: &Store,
-        key: TenantKey,
-        id: &TenantId,
-        pinned: bool,
-        params: strata_index::HnswParams,
-    ) {
-        let slot = self.slot(key, id);
-        {
+    /// Applies a committed change of the tenant's level or status to its loaded state: pins
+    /// or unpins it (see [`pinned_by_level`]) and hands its loaded graphs its level's
+    /// parameters; graphs built with others are rebuilt in the background while they keep
+    /// serving. Nothing for a tenant not loaded, whose load reads its profile.
+    ///
+    /// What is applied is the profile stored now, read under the tenant's write order, not
+    /// the change its caller committed: two changes committed in one order may reach here in
+    /// the other, and the later arrival would otherwise leave the earlier commit's level (a
+    /// partition tenant unpinned, or a shared one pinned with a partition's parameters).
+    pub fn apply_profile(&self, store: &Store, key: TenantKey) {
+        let Some(slot) = self.get(key) else { return };
+        let pinned = {
             let _order = slot.order.exclusive();
+            let profile = match store.read().and_then(|r| r.tenant(&slot.id)) {
+                Ok(Some(meta)) if meta.key == key => crate::lifecycle::TenantProfile::of(&meta),
+                // Purged or replaced: nothing of this incarnation to apply.
+                Ok(_) => return,
+                Err(e) => Err(e.into()),
+            };
+            let profile = match profile {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::warn!(tenant = %slot.id, error = %e, "reading a changed tenant's profile failed; its loaded indexes keep their level until reloaded");
+                    return;
+                }
+            };
+            let pinned = pinned_by_level(&profile);
             slot.level_pinned.store(pinned, Ordering::Relaxed);
             let mut guard = self.write_index(&slot);
             if let Some(ti) = guard.as_mut() {
-                ti.set_params(params);
+                ti.set_params(crate::isolation::effective_params(&profile));
                 if ti.wants_builder() {
                     self.builder.request(key);
                 }
             }
             self.account(&slot, guard.as_ref());
-        }
+            pinned
+        };
         if !pinned {
             self.enforce_budget(store, None);
         }

@@ -596,7 +596,7 @@ impl Engine {
         })?;
         // Its loaded indexes serve nothing now: evictable like any idle tenant's.
         if let Ok(meta) = self.tenant_meta(id) {
-            self.indexes.set_level_pinned(meta.key, false);
+            self.indexes.apply_profile(&self.store, meta.key);
         }
         Ok(info)
     }
@@ -628,8 +628,7 @@ impl Engine {
             ))),
         })?;
         if let Ok(meta) = self.tenant_meta(id) {
-            self.indexes
-                .set_level_pinned(meta.key, info.isolation.pinned());
+            self.indexes.apply_profile(&self.store, meta.key);
         }
         Ok(info)
     }

@@ -227,3 +227,44 @@ fn a_deleted_partition_tenant_is_not_pinned_until_restored() {
     engine.restore_tenant(&op, &id).unwrap();
     assert!(pinned(&engine), "restored, it is again");
 }
+
+/// Two level changes committed one after the other may apply to the loaded state in the other
+/// order: whichever applies last applies the level stored now, not the one it committed.
+#[test]
+fn a_level_change_applied_late_leaves_the_level_stored_since() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path(), EngineConfig::default()).unwrap();
+    let op = OperatorScope::for_tests();
+    let id = fill(&engine, "acme", 50);
+    engine
+        .migrate_tenant(&op, &id, request(IsolationLevel::Partition, None))
+        .unwrap();
+    let scope = admin_scope(&engine, "acme");
+    answers(&engine, &scope);
+    let pinned = |engine: &Engine| engine.residency(&op, &id).unwrap().pinned;
+    assert!(pinned(&engine), "a loaded partition tenant is pinned");
+
+    // A second change, back to shared, commits; its apply has not run yet.
+    let key = engine.tenant_meta(&id).unwrap().key;
+    let mut shared =
+        crate::lifecycle::TenantProfile::of(&engine.tenant_meta(&id).unwrap()).unwrap();
+    shared.isolation = IsolationLevel::Shared;
+    let row = crate::migration_status::level_change_row(
+        IsolationLevel::Partition,
+        IsolationLevel::Shared,
+    );
+    engine
+        .store
+        .write(|w| engine.level_txn(w, &op, &id, &shared, crate::isolation::MIGRATE_ACTION, &row))
+        .unwrap();
+    assert!(pinned(&engine), "not applied yet");
+
+    // The first change's apply arrives now: the tenant takes the stored level, shared.
+    engine.indexes.apply_profile(&engine.store, key);
+    assert!(
+        !pinned(&engine),
+        "the level stored since is applied, not partition's"
+    );
+    engine.indexes.apply_profile(&engine.store, key);
+    assert!(!pinned(&engine));
+}
