@@ -257,14 +257,43 @@ fn escape_hint(message: &str) -> &'static str {
 /// words it the same): a conversion calls it first, so a large body naming another tenant is
 /// not converted (its records, its fingerprint) only to be refused. A `tenant_id` that is not a
 /// string is left to that check too.
+///
+/// Checked where a record's fields sit too: in the body's `metadata`, and in each of its
+/// `records` and their `metadata`. A `tenant_id` there is refused anyway (an unknown field, a
+/// metadata key shadowing a scope field), but one naming another tenant is the attempt the
+/// spec's first rule names, so it is a `403 TENANT_MISMATCH` and a security event wherever a
+/// record could carry it. Deeper metadata is the client's own data (a customer's id is no
+/// claim on a Strata tenant) and is not read.
 pub(crate) fn check_body_tenant(
     body: &Map<String, Value>,
     tenant: &TenantId,
 ) -> Result<(), ApiError> {
-    match body.get("tenant_id") {
-        Some(Value::String(named)) => check_tenant_id(tenant, named, "tenant_id"),
-        _ => Ok(()),
+    check_record_tenant(body, tenant, "tenant_id")?;
+    if let Some(Value::Array(records)) = body.get("records") {
+        for (i, record) in records.iter().enumerate() {
+            if let Value::Object(record) = record {
+                check_record_tenant(record, tenant, &format!("records[{i}].tenant_id"))?;
+            }
+        }
     }
+    Ok(())
+}
+
+/// [`check_body_tenant`] of one object: its `tenant_id` and its `metadata`'s.
+fn check_record_tenant(
+    fields: &Map<String, Value>,
+    tenant: &TenantId,
+    source: &str,
+) -> Result<(), ApiError> {
+    if let Some(Value::String(named)) = fields.get("tenant_id") {
+        check_tenant_id(tenant, named, source)?;
+    }
+    if let Some(Value::Object(metadata)) = fields.get("metadata")
+        && let Some(Value::String(named)) = metadata.get("tenant_id")
+    {
+        check_tenant_id(tenant, named, "metadata.tenant_id")?;
+    }
+    Ok(())
 }
 
 /// The body length a request declares in `Content-Length`, if it declares one.
@@ -885,6 +914,32 @@ mod tests {
         match r {
             Ok(_) => "ok",
             Err(e) => e.status_and_code().1,
+        }
+    }
+
+    #[test]
+    fn a_tenant_named_where_a_record_sits_is_a_mismatch_and_deeper_metadata_is_not_read() {
+        let tenant = TenantId::parse("ta").unwrap();
+        let check =
+            |body: serde_json::Value| match check_body_tenant(body.as_object().unwrap(), &tenant) {
+                Ok(()) => "ok",
+                Err(e) => e.status_and_code().1,
+            };
+        for body in [
+            json!({"tenant_id": "tb"}),
+            json!({"content": "x", "metadata": {"tenant_id": "tb"}}),
+            json!({"records": [{"content": "x"}, {"content": "y", "tenant_id": "tb"}]}),
+            json!({"records": [{"content": "x", "metadata": {"tenant_id": "tb"}}]}),
+        ] {
+            assert_eq!(check(body.clone()), "TENANT_MISMATCH", "{body}");
+        }
+        for body in [
+            json!({"tenant_id": "ta", "records": [{"tenant_id": "ta"}]}),
+            json!({"metadata": {"customer": {"tenant_id": "tb"}}}),
+            json!({"records": [{"metadata": {"orders": [{"tenant_id": "tb"}]}}]}),
+            json!({"records": "not a list", "metadata": 3}),
+        ] {
+            assert_eq!(check(body.clone()), "ok", "{body}");
         }
     }
 
