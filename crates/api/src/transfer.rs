@@ -106,6 +106,10 @@ enum Feed {
     Line(u64, Bytes),
     /// The body cannot be read on: too large, or broken off.
     Fail(ApiError),
+    /// The body was read to its end. Without it a closed channel means the request went
+    /// away (the client disconnected and its handler was dropped), and the lines received
+    /// are not the whole file: an export without an end line would be imported cut short.
+    End,
 }
 
 /// The import's lines as the engine wants them: parsed, with errors that name the line.
@@ -115,13 +119,30 @@ struct Lines {
     failure: Arc<Mutex<Option<ApiError>>>,
     /// The fields found known on the lines so far: a line of known keys is only decoded.
     known: KnownFields,
+    /// Whether the lines have ended (the body's end, or a failure reported): nothing more.
+    ended: bool,
 }
 
 impl Iterator for Lines {
     type Item = Result<ExportLine, EngineError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        match self.rx.blocking_recv()? {
+        if self.ended {
+            return None;
+        }
+        let Some(feed) = self.rx.blocking_recv() else {
+            self.ended = true;
+            return Some(Err(EngineError::BadRequest(
+                "body: the request ended before its body was read to the end (the client \
+                 went away); nothing was imported"
+                    .into(),
+            )));
+        };
+        match feed {
+            Feed::End => {
+                self.ended = true;
+                None
+            }
             // Read with unique keys first (an object with a repeated key is refused, as in
             // every request body), then typed from the value, moving its strings, refusing a
             // field no line of its kind has.
@@ -132,6 +153,7 @@ impl Iterator for Lines {
                     .map_err(|e| EngineError::BadRequest(format!("import line {n}: {e}"))),
             ),
             Feed::Fail(e) => {
+                self.ended = true;
                 let message = e.to_string();
                 if let Ok(mut slot) = self.failure.lock() {
                     *slot = Some(e);
@@ -238,6 +260,7 @@ pub async fn import_tenant(
         rx,
         failure: Arc::clone(&failure),
         known: KnownFields::default(),
+        ended: false,
     };
     let engine = Arc::clone(&state.engine);
     let task = tokio::task::spawn_blocking(move || engine.import_tenant(&op, &id, lines));
@@ -272,10 +295,11 @@ pub async fn import_tenant(
             }
         }
         if done {
+            // Read to its end (a failure broke out above): the lines are the whole file.
+            let _ = tx.send(Feed::End).await;
             break;
         }
     }
-    // The engine's iterator ends when the sender is dropped.
     drop(tx);
     let result = task
         .await
@@ -286,5 +310,38 @@ pub async fn import_tenant(
             Some(original) => Err(original),
             None => Err(e.into()),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines() -> (mpsc::Sender<Feed>, Lines) {
+        let (tx, rx) = mpsc::channel(4);
+        let lines = Lines {
+            rx,
+            failure: Arc::new(Mutex::new(None)),
+            known: KnownFields::default(),
+            ended: false,
+        };
+        (tx, lines)
+    }
+
+    /// A body read to its end ends the lines; a request that went away before (its sender
+    /// dropped without the end) is an error, so the import is discarded, not activated cut
+    /// short.
+    #[test]
+    fn the_lines_end_only_with_the_body() {
+        let (tx, mut read) = lines();
+        tx.blocking_send(Feed::End).unwrap();
+        assert!(read.next().is_none());
+        assert!(read.next().is_none());
+
+        let (tx, mut cut) = lines();
+        drop(tx);
+        let err = cut.next().unwrap().unwrap_err().to_string();
+        assert!(err.contains("went away"), "{err}");
+        assert!(cut.next().is_none(), "reported once");
     }
 }
