@@ -295,6 +295,7 @@ impl FromRequestParts<AppState> for TenantAuth {
             )?;
         }
         single_header(&parts.headers, TENANT_HEADER, "X-Tenant-ID")?;
+        crate::idempotency::refuse_unkept(parts)?;
         let header_domain = match single_header(&parts.headers, DOMAIN_HEADER, "X-Strata-Domain")? {
             None => None,
             Some(v) => {
@@ -354,6 +355,7 @@ impl FromRequestParts<AppState> for OperatorAuth {
         match principal(parts, state).await? {
             Principal::Operator(op) => {
                 tracing::Span::current().record("tenant", "*");
+                crate::idempotency::refuse_unkept(parts)?;
                 crate::admin_query::refuse_unknown_params(parts)?;
                 Ok(OperatorAuth(op))
             }

@@ -111,12 +111,27 @@ const POSTED_READS: [&str; 5] = [
     "/v1/admin/tenants/{id}/verify",
 ];
 
+/// Why a request's `Idempotency-Key` is refused on its route, set by [`refuse_where_unkept`]
+/// and answered by the authentication extractors once the credential is known
+/// ([`refuse_unkept`]): a request without a valid credential is a `401` and one naming another
+/// tenant a `403`, whatever its headers, as on every route.
+#[derive(Clone)]
+pub(crate) struct UnkeptKey(String);
+
+/// The `400` for an `Idempotency-Key` on a route that keeps no answers, if the request has one.
+pub(crate) fn refuse_unkept(parts: &axum::http::request::Parts) -> Result<(), ApiError> {
+    match parts.extensions.get::<UnkeptKey>() {
+        Some(UnkeptKey(message)) => Err(ApiError::BadRequest(message.clone())),
+        None => Ok(()),
+    }
+}
+
 /// Middleware: a write to any other route than [`KEPT_ON`] that carries an `Idempotency-Key`
-/// is refused before anything else reads it (its credential, its body): the route would apply
-/// a retry again, not answer it. Reads, [`POSTED_READS`] too, are let through (a retried read
-/// is harmless).
+/// is marked to be refused once its credential is checked, before its body is read or
+/// anything is written: the route would apply a retry again, not answer it. Reads,
+/// [`POSTED_READS`] too, are let through (a retried read is harmless).
 pub(crate) async fn refuse_where_unkept(
-    req: axum::extract::Request,
+    mut req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
     let method = req.method();
@@ -135,12 +150,12 @@ pub(crate) async fn refuse_where_unkept(
             && (method.as_str(), route.as_str()) != KEPT_ON
             && !(method == axum::http::Method::POST && POSTED_READS.contains(&route.as_str()))
         {
-            return ApiError::BadRequest(format!(
+            let message = format!(
                 "Idempotency-Key: only {} {} keeps answers to replay; {} {route} would apply a \
                  retry again, so send it without the header",
                 KEPT_ON.0, KEPT_ON.1, method
-            ))
-            .into_response();
+            );
+            req.extensions_mut().insert(UnkeptKey(message));
         }
     }
     next.run(req).await

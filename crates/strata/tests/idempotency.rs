@@ -245,4 +245,27 @@ fn writes_that_keep_no_answer_refuse_the_header() {
     assert_eq!(status, 200, "{v}");
     let (status, v) = keyed(reqwest::Method::POST, "/v1/memories/count", json!({}));
     assert_eq!(status, 200, "{v}");
+
+    // The credential is judged first, as on every route: none, or a wrong one, is a 401, and
+    // a header naming another tenant a 403 (a security event), whatever the header.
+    for (auth, tenant, expected) in [
+        (None, None, (401, "UNAUTHORIZED")),
+        (Some("not-a-key"), None, (401, "UNAUTHORIZED")),
+        (Some(key.as_str()), Some("globex"), (403, "TENANT_MISMATCH")),
+    ] {
+        let mut req = client
+            .post(format!("{}/v1/links", server.url))
+            .header("idempotency-key", "retry-2")
+            .json(&json!({"from": "m1", "to": "m1", "relation": "r"}));
+        if let Some(auth) = auth {
+            req = req.bearer_auth(auth);
+        }
+        if let Some(tenant) = tenant {
+            req = req.header("x-tenant-id", tenant);
+        }
+        let res = req.send().expect("request");
+        let status = res.status().as_u16();
+        let err = res.json::<Value>().unwrap_or(Value::Null);
+        assert_eq!((status, code(&err)), expected, "{auth:?} {tenant:?}: {err}");
+    }
 }
