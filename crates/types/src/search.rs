@@ -173,6 +173,17 @@ pub const DEFAULT_INCLUDE: &[Include] = &[Include::Content, Include::Metadata];
 /// The largest `k` a search may ask for.
 pub const MAX_K: usize = 1000;
 
+/// `k` as a request gives it, refused out of range where it is parsed: the server reserves an
+/// answer's memory by `k` before it searches, so a `k` it would refuse must not first be
+/// counted against the tenant's budget (and answered `429` to a client that then retries it).
+fn k_in_range<'de, D: serde::Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    let k = u64::deserialize(d)?;
+    match usize::try_from(k) {
+        Ok(k) if (1..=MAX_K).contains(&k) => Ok(k),
+        _ => Err(serde::de::Error::custom(format!("must be 1 to {MAX_K}"))),
+    }
+}
+
 /// A search. At least one of `vector` and `query` must be given.
 #[derive(Debug, Clone, PartialEq, Deserialize, utoipa::ToSchema)]
 #[serde(default, deny_unknown_fields)]
@@ -184,6 +195,7 @@ pub struct SearchRequest {
     pub query: Option<String>,
     /// How many hits, 1 to 1000; 10 when absent.
     #[schema(minimum = 1, maximum = 1000)]
+    #[serde(deserialize_with = "k_in_range")]
     pub k: usize,
     /// The collection to search; `text` when absent.
     pub modality: Option<CollectionName>,
@@ -372,6 +384,27 @@ mod tests {
             include,
             ..SearchRequest::default()
         }
+    }
+
+    #[test]
+    fn k_out_of_range_is_refused_as_it_is_parsed() {
+        let read = |v: serde_json::Value| serde_json::from_value::<SearchRequest>(v);
+        assert_eq!(read(serde_json::json!({"query": "x"})).unwrap().k, 10);
+        for k in [1, 1000] {
+            assert_eq!(
+                read(serde_json::json!({"query": "x", "k": k})).unwrap().k,
+                k
+            );
+        }
+        for k in [
+            serde_json::json!(0),
+            serde_json::json!(1001),
+            serde_json::json!(100_000_000_000u64),
+        ] {
+            let e = read(serde_json::json!({"query": "x", "k": k})).unwrap_err();
+            assert!(e.to_string().contains("must be 1 to 1000"), "{e}");
+        }
+        assert!(read(serde_json::json!({"query": "x", "k": -1})).is_err());
     }
 
     #[test]
