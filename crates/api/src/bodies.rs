@@ -430,6 +430,10 @@ pub struct RecallAnswer {
     /// `true` when the request asked for more depth than the tenant allows.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub depth_capped: bool,
+    /// `true` when spreading stopped early at the most records one recall looks at (100,000
+    /// the request may see, 400,000 it may not): the hits are the best of what it reached.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub spread_capped: bool,
 }
 
 /// One recall hit: a search hit's fields (`score` is the activation), how it was reached, and
@@ -488,6 +492,7 @@ impl RecallAnswer {
             exact: r.exact,
             depth: r.depth,
             depth_capped: r.depth_capped,
+            spread_capped: r.spread_capped,
         }
     }
 }
@@ -515,6 +520,32 @@ mod tests {
             expires_at: None,
             confidence: Confidence::initial(0.5),
         }
+    }
+
+    /// What the engine says of a recall's depth and reach is what the client reads.
+    #[test]
+    fn a_recall_answer_says_whether_its_spreading_was_capped() {
+        let recall = |depth_capped, spread_capped| {
+            let r = strata_types::RecallResponse {
+                hits: Vec::new(),
+                mode: SearchMode::Vector,
+                exact: true,
+                depth: 2,
+                depth_capped,
+                spread_capped,
+            };
+            serde_json::to_value(RecallAnswer::project(r, &SearchRequest::default())).unwrap()
+        };
+        let capped = recall(true, true);
+        assert_eq!(
+            (&capped["depth_capped"], &capped["spread_capped"]),
+            (&json!(true), &json!(true))
+        );
+        let whole = recall(false, false);
+        assert!(
+            whole.get("spread_capped").is_none() && whole.get("depth_capped").is_none(),
+            "{whole}"
+        );
     }
 
     fn answer(record: Option<Record>, include: Option<Vec<Include>>) -> serde_json::Value {
