@@ -68,6 +68,13 @@ pub struct AuthConfig {
     pub jwt_audience: Option<String>,
 }
 
+impl AuthConfig {
+    /// Whether the server verifies JWTs: a key for either algorithm is configured.
+    pub fn verifies_jwts(&self) -> bool {
+        self.jwt_hs256_secret.is_some() || self.jwt_eddsa_public_key.is_some()
+    }
+}
+
 impl Default for AuthConfig {
     fn default() -> Self {
         AuthConfig {

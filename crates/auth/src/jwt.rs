@@ -19,6 +19,10 @@ use crate::{AuthConfig, AuthError, Permissions};
 /// Shortest HS256 secret accepted: RFC 7518 asks for a key at least as long as the hash.
 const MIN_HS256_SECRET: usize = 32;
 
+/// The most clock skew `jwt_leeway_secs` may grant: a hard-deleted tenant id waits that long
+/// (and a second) before it can be created again.
+const MAX_LEEWAY_SECS: u64 = 300;
+
 /// The claims Strata reads. Unknown claims are ignored (issuers add their own), except one
 /// spelled like a claim Strata reads but not exactly (see [`misspelt_claim`]).
 #[derive(Debug, Clone, Deserialize)]
@@ -141,6 +145,12 @@ impl JwtVerifier {
             })?),
             None => None,
         };
+        if config.jwt_leeway_secs > MAX_LEEWAY_SECS {
+            return Err(AuthError::Config(format!(
+                "jwt_leeway_secs: at most {MAX_LEEWAY_SECS} (a tenant id hard-deleted is created \
+                 again only that long after, so that no token of the old tenant names the new one)"
+            )));
+        }
         Ok(JwtVerifier {
             hs256,
             eddsa,

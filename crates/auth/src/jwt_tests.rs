@@ -206,3 +206,21 @@ fn a_null_optional_claim_is_refused_not_read_as_absent() {
     let got = v.verify(&token(&claims())).unwrap();
     assert!(got.user_tokens.is_none() && got.domains.is_none() && got.permissions.is_none());
 }
+
+/// A hard-deleted tenant id waits out the leeway before it is created again, so the leeway is
+/// bounded.
+#[test]
+fn the_leeway_is_at_most_five_minutes() {
+    let with = |leeway| {
+        JwtVerifier::new(&AuthConfig {
+            jwt_hs256_secret: Some(SECRET.into()),
+            jwt_leeway_secs: leeway,
+            ..AuthConfig::default()
+        })
+    };
+    assert!(with(300).is_ok());
+    let Err(AuthError::Config(m)) = with(301) else {
+        panic!("a leeway of 301 s is refused")
+    };
+    assert!(m.contains("jwt_leeway_secs: at most 300"), "{m}");
+}

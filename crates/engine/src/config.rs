@@ -71,6 +71,12 @@ pub struct EngineConfig {
     /// gets `Unchanged`, the builds at the process's priority.
     #[serde(skip)]
     pub background_priority: strata_sched::BackgroundPriority,
+    /// Seconds a JWT's `iat` may run ahead of the server's clock, 0 when the server verifies
+    /// no JWTs: an id purged is created again only after that many more seconds, so a token
+    /// of the purged incarnation never names the new one (`recent_purges`). Not an `[engine]`
+    /// setting: the server passes its `auth.jwt_leeway_secs`.
+    #[serde(skip)]
+    pub jwt_leeway_secs: u64,
 }
 
 impl Default for EngineConfig {
@@ -98,6 +104,7 @@ impl Default for EngineConfig {
             isolation: IsolationConfig::default(),
             adaptive: AdaptiveConfig::default(),
             background_priority: strata_sched::BackgroundPriority::Unchanged,
+            jwt_leeway_secs: 0,
         }
     }
 }

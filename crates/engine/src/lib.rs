@@ -335,6 +335,7 @@ impl Engine {
         let store = Arc::new(Store::open_with(&dir.join(DB_FILE), options)?);
         dedicated::attach_files(&store)?;
         store.set_group_commit(config.group_commit);
+        let jwt_leeway_secs = config.jwt_leeway_secs;
         store.set_write_batching(config.batch_writes);
         store.set_change_log_cap(config.change_log_cap);
         let indexes = Arc::new(IndexRegistry::new(
@@ -362,7 +363,7 @@ impl Engine {
             adaptive,
             live: liveness::LiveTenants::default(),
             memos: Default::default(),
-            recent_purges: recent_purges::RecentPurges::after_restart(last_purge),
+            recent_purges: recent_purges::RecentPurges::after_restart(last_purge, jwt_leeway_secs),
             owed_compaction: owed_compaction::OwedCompaction::new(dir.join(DB_FILE)),
             read_by: Default::default(),
             offer_rows: Default::default(),

@@ -1,12 +1,14 @@
 //! Tenant ids purged moments ago, so that an id created again begins in a later whole second
-//! than its purge ended in.
+//! than its purge ended in, plus the clock leeway JWTs are verified with.
 //!
 //! A JWT names the incarnation it was minted for only by its `iat`, in whole seconds, and is
 //! accepted from the second its tenant was created in (`strata_auth`, so that a client may
 //! mint a token right after creating its tenant). A token minted for a purged incarnation
-//! carries at latest the second of the purge; a re-created tenant that starts in a later second
-//! therefore never accepts it. The ids are kept in memory; across a restart, the store keeps
-//! when the last purge committed, and no tenant at all is created in that second.
+//! carries at latest the second of the purge plus the leeway the server grants an `iat` ahead
+//! of its clock (an issuer whose clock runs that far ahead); a re-created tenant that starts in
+//! a later second than that therefore never accepts it. The ids are kept in memory; across a
+//! restart, the store keeps when the last purge committed, and no tenant at all is created
+//! until that much later.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -19,16 +21,16 @@ use crate::registry::lock;
 /// Marks a purge that has begun and not ended yet.
 const UNDER_WAY: Millis = Millis::MAX;
 
-/// How long an ended purge is remembered: past its second, it no longer matters.
-const REMEMBERED_MS: Millis = 2_000;
-
-/// Ids whose purge is under way or ended in the last [`REMEMBERED_MS`].
+/// Ids whose purge is under way or ended moments ago ([`RecentPurges::remembered_ms`]).
 #[derive(Default)]
 pub(crate) struct RecentPurges {
     ended_at: Mutex<HashMap<TenantId, Millis>>,
     /// When the last purge before this start committed (its ids are not known): creating
     /// any id waits for a later second.
     before_start: Option<Millis>,
+    /// Seconds a JWT's `iat` may run ahead of the server's clock (`auth.jwt_leeway_secs`,
+    /// 0 when the server verifies no JWTs).
+    leeway_secs: i64,
 }
 
 /// Held while a purge runs; its drop records when the purge ended, whatever its outcome.
@@ -44,12 +46,20 @@ impl Drop for PurgeUnderWay<'_> {
 }
 
 impl RecentPurges {
-    /// Starts with the last purge the store recorded before this start, if any.
-    pub(crate) fn after_restart(last_purge: Option<Millis>) -> RecentPurges {
+    /// Starts with the last purge the store recorded before this start, if any; tokens'
+    /// `iat` may run `leeway_secs` ahead of the clock.
+    pub(crate) fn after_restart(last_purge: Option<Millis>, leeway_secs: u64) -> RecentPurges {
         RecentPurges {
             before_start: last_purge,
+            leeway_secs: i64::try_from(leeway_secs).unwrap_or(i64::MAX / 2000),
             ..RecentPurges::default()
         }
+    }
+
+    /// How long an ended purge is remembered: past its second and the leeway, it no longer
+    /// matters.
+    fn remembered_ms(&self) -> Millis {
+        self.leeway_secs.saturating_add(2).saturating_mul(1000)
     }
 
     /// Called before a purge of `id` begins: until the returned guard drops, creating `id`
@@ -67,20 +77,27 @@ impl RecentPurges {
     pub(crate) fn wait_to_create(&self, id: &TenantId) {
         loop {
             let now = now_millis();
+            let remembered = self.remembered_ms();
             let wait = {
                 let mut ended = lock(&self.ended_at);
-                ended.retain(|_, at| *at == UNDER_WAY || now - *at < REMEMBERED_MS);
+                ended.retain(|_, at| *at == UNDER_WAY || now - *at < remembered);
                 // The last purge before the start matters only within its own second: one
                 // further back has passed, and one in the future (the clock stepped back)
                 // would stall every creation, so it is ignored.
                 let before_start = self
                     .before_start
-                    .filter(|&at| at <= now && now - at < REMEMBERED_MS);
+                    .filter(|&at| at <= now && now - at < remembered);
+                // The last second a token of the purged incarnation can name.
                 match ended.get(id).copied().or(before_start) {
                     None => return,
                     Some(UNDER_WAY) => 1,
-                    Some(at) if now.div_euclid(1000) > at.div_euclid(1000) => return,
-                    Some(at) => (at.div_euclid(1000) + 1) * 1000 - now,
+                    Some(at) => {
+                        let last = at.div_euclid(1000).saturating_add(self.leeway_secs);
+                        if now.div_euclid(1000) > last {
+                            return;
+                        }
+                        (last + 1) * 1000 - now
+                    }
                 }
             };
             std::thread::sleep(Duration::from_millis(wait.clamp(1, 1000) as u64));
@@ -104,7 +121,7 @@ mod tests {
         // Another id does not wait, and neither does one purged long ago.
         let before = std::time::Instant::now();
         purges.wait_to_create(&other);
-        lock(&purges.ended_at).insert(id.clone(), now_millis() - REMEMBERED_MS);
+        lock(&purges.ended_at).insert(id.clone(), now_millis() - purges.remembered_ms());
         purges.wait_to_create(&id);
         assert!(before.elapsed() < Duration::from_millis(500));
         assert!(lock(&purges.ended_at).is_empty(), "old entries are dropped");
@@ -113,16 +130,28 @@ mod tests {
     #[test]
     fn after_a_restart_no_id_is_created_in_the_second_of_the_last_purge() {
         let at = now_millis();
-        let purges = RecentPurges::after_restart(Some(at));
+        let purges = RecentPurges::after_restart(Some(at), 0);
         purges.wait_to_create(&TenantId::parse("any").unwrap());
         assert!(now_millis().div_euclid(1000) > at.div_euclid(1000));
         // A purge long before the start costs nothing, and neither does one in the future.
         for at in [at - 5_000, at + 3_600_000, Millis::MAX] {
-            let purges = RecentPurges::after_restart(Some(at));
+            let purges = RecentPurges::after_restart(Some(at), 0);
             let before = std::time::Instant::now();
             purges.wait_to_create(&TenantId::parse("any").unwrap());
             assert!(before.elapsed() < Duration::from_millis(500), "{at}");
         }
+    }
+
+    /// An issuer whose clock runs ahead by the leeway mints, just before the purge, a token
+    /// whose `iat` is that far past it: the id comes back only after that second.
+    #[test]
+    fn with_a_leeway_an_id_comes_back_only_after_the_seconds_a_token_may_run_ahead() {
+        let purges = RecentPurges::after_restart(None, 1);
+        let id = TenantId::parse("acme").unwrap();
+        drop(purges.begin(&id));
+        let ended = lock(&purges.ended_at)[&id];
+        purges.wait_to_create(&id);
+        assert!(now_millis().div_euclid(1000) > ended.div_euclid(1000) + 1);
     }
 
     #[test]
