@@ -825,6 +825,9 @@ impl Engine {
             // Narratives are written once every line is read: a namespace keeps at most
             // `max_narratives` of them, the most recently updated, as feedback keeps it.
             let mut narratives: BTreeMap<Domain, NarrativesOf> = BTreeMap::new();
+            // A second line for the same pheromone or narrative would silently replace the
+            // first, as a second record or link of the same id is refused: refused too.
+            let mut pheromones: HashSet<(Domain, RecordId)> = HashSet::new();
             for (n, line) in lines {
                 let bad = |what: String| {
                     EngineError::BadRequest(format!("import line {}: {what}", n + 1))
@@ -852,6 +855,11 @@ impl Engine {
                                 )));
                             }
                         };
+                        if !pheromones.insert((memory_domain.clone(), id.clone())) {
+                            return Err(bad(format!(
+                                "a second pheromone for {id} in domain {memory_domain}"
+                            )));
+                        }
                         let p = StoredPheromone {
                             strength,
                             updated_at: at_most_now(updated_at),
@@ -898,10 +906,16 @@ impl Engine {
                             }
                             Some(TokenSelector::Tokens(t)) => NarrativePrincipal::of_tokens(t),
                         };
-                        narratives
-                            .entry(memory_domain)
+                        let again = narratives
+                            .entry(memory_domain.clone())
                             .or_default()
-                            .insert((principal, collection), v);
+                            .insert((principal, collection.clone()), v);
+                        if again.is_some() {
+                            return Err(bad(format!(
+                                "a second narrative of {collection} for the same principals in \
+                                 domain {memory_domain}"
+                            )));
+                        }
                     }
                     _ => {}
                 }

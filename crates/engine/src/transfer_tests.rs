@@ -433,3 +433,68 @@ fn an_import_keeps_a_burst_without_a_rate() {
         .unwrap();
     assert_eq!(info.limits, old);
 }
+
+/// A second pheromone or narrative line for the same key is refused naming its line, as a
+/// second record or link of one id is, instead of replacing the first without a word.
+#[test]
+fn an_import_refuses_a_second_pheromone_or_narrative_for_the_same_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path(), EngineConfig::default()).unwrap();
+    let op = OperatorScope::for_tests();
+    let mut lines = exported_tenant_with_three_records(&engine, "acme");
+    // The end line is put back last, counting the lines added.
+    let Some(ExportLine::End(counts)) = lines.pop() else {
+        panic!("an export ends with its end line")
+    };
+    let record = lines
+        .iter()
+        .find_map(|l| match l {
+            ExportLine::Record(r) => Some(r.id.clone()),
+            _ => None,
+        })
+        .unwrap();
+    let pheromone = ExportLine::Pheromone {
+        memory_domain: strata_types::Domain::default_domain(),
+        id: record,
+        strength: 1.0,
+        updated_at: 1,
+        reinforcements: 1,
+        exposures: 1,
+    };
+    let narrative = ExportLine::Narrative {
+        memory_domain: strata_types::Domain::default_domain(),
+        user_tokens: None,
+        collection: strata_types::CollectionName::parse("text").unwrap(),
+        vector: vec![0.1; 384],
+        updates: 1,
+        updated_at: 1,
+    };
+    let ending = |added: u64, is_pheromone: bool| {
+        let mut c = counts;
+        match is_pheromone {
+            true => c.pheromones += added,
+            false => c.narratives += added,
+        }
+        ExportLine::End(c)
+    };
+    for (i, twice) in [pheromone, narrative].into_iter().enumerate() {
+        let copy = TenantId::parse(&format!("copy{i}")).unwrap();
+        let mut once = lines.clone();
+        once.extend([twice.clone(), ending(1, i == 0)]);
+        engine
+            .import_tenant(&op, &copy, once.into_iter().map(Ok))
+            .unwrap();
+        let copy = TenantId::parse(&format!("again{i}")).unwrap();
+        let mut again = lines.clone();
+        again.extend([twice.clone(), twice]);
+        let n = again.len();
+        again.push(ending(2, i == 0));
+        match engine.import_tenant(&op, &copy, again.into_iter().map(Ok)) {
+            Err(EngineError::BadRequest(m)) => {
+                assert!(m.starts_with(&format!("import line {n}: a second")), "{m}")
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(engine.tenant_meta(&copy).is_err(), "no tenant was left");
+    }
+}

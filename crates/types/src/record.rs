@@ -298,7 +298,8 @@ pub struct RecordPatch {
 /// are dot segments, which HTTP clients resolve before sending; the others are the literal
 /// segments of routes at `/v1/memories/{id}` (`GET /v1/memories/list` is the listing). The API
 /// keeps this list equal to its router's. A record stored with one (before the check) stays
-/// readable where it can be.
+/// readable where it can be (a search, a listing, an export), and an import of its export keeps
+/// it: imports are not requests, and an export must import.
 pub const RESERVED_RECORD_IDS: &[&str] = &[".", "..", "count", "delete", "list"];
 
 /// A write's `id`, refusing the [`RESERVED_RECORD_IDS`]. `null` reads as absent.
