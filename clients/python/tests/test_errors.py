@@ -176,3 +176,17 @@ def test_damaged_state_codes_are_conflicts(code: str) -> None:
     e = error_from_response(httpx.Response(409, json=body))
     assert isinstance(e, ConflictError)
     assert (e.code, e.status, e.message) == (code, 409, "replace it with null")
+
+
+def test_dot_segments_and_empty_ids_are_refused_before_sending() -> None:
+    # Port 9 has no server: a refusal here never reached the network.
+    admin = StrataAdmin("http://127.0.0.1:9", "sk_unused")
+    client = Strata("http://127.0.0.1:9", "sk_unused")
+    for bad in ["..", ".", ""]:
+        with pytest.raises(BadRequestError, match="cannot name anything in a URL path") as e:
+            admin.tenant_residency(bad)
+        assert e.value.status is None
+        with pytest.raises(BadRequestError, match="cannot name anything"):
+            client.get(bad)
+    admin.close()
+    client.close()

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Callable, List
 
+import httpx
 import pytest
 
 from strata_client import (
     AsyncStrata,
     BadRequestError,
+    NotFoundError,
     OverloadedError,
     RateLimitError,
     RetryPolicy,
@@ -162,3 +165,61 @@ def test_writes_the_server_embeds_wait_longer_than_other_calls() -> None:
     assert d._transport.timeout == 30 and d._transport.write_timeout == 180
     c.close()
     d.close()
+
+
+def test_slow_operator_calls_wait_without_a_read_timeout_and_are_not_repeated() -> None:
+    # No request is sent: only how each call would be sent is looked at.
+    admin = StrataAdmin("http://127.0.0.1:9", "sk_unused", timeout=5)
+    client = Strata("http://127.0.0.1:9", "sk_unused", timeout=5)
+    slow = [
+        admin._delete_tenant("acme", True),
+        admin._purge_deleted(None),
+        admin._cancel_migration("acme"),
+        admin._import("acme", b"{}"),
+        client._delete_collection("notes"),
+    ]
+    for call in slow:
+        timeout = admin._transport._request_args(call)["timeout"]
+        assert isinstance(timeout, httpx.Timeout), call.path
+        assert timeout.read is None and timeout.connect == 5, call.path
+        assert not call.idempotent, call.path
+    soft = admin._delete_tenant("acme", False)
+    assert admin._transport._request_args(soft)["timeout"] == 5 and soft.idempotent
+    for call in (client._revoke_share("s1"), client._decline_share("s1")):
+        assert not call.idempotent, call.path
+    admin.close()
+    client.close()
+
+
+def _lose_first_answer(then: int) -> Callable[[httpx.Request], httpx.Response]:
+    """A transport whose first request reaches the server but loses its answer; the next
+    ones are answered ``then``."""
+    seen: List[httpx.Request] = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        if len(seen) == 1:
+            raise httpx.ReadError("connection reset", request=request)
+        body = {"error": {"code": "NOT_FOUND", "message": "no such record"}}
+        return httpx.Response(then, json=body if then == 404 else {})
+
+    return handle
+
+
+def test_a_retried_delete_that_finds_the_record_gone_is_done() -> None:
+    fast = RetryPolicy(backoff=0.0)
+
+    def losing_once(then: int) -> Strata:
+        lost = httpx.Client(transport=httpx.MockTransport(_lose_first_answer(then)))
+        return Strata("http://strata.test", "sk_unused", retries=fast, http_client=lost)
+
+    assert losing_once(404).delete("m1") is None
+    assert losing_once(404).unlink("m1", "m2") is None
+    # Without a lost answer a 404 is the caller's to hear.
+    gone = httpx.Client(transport=httpx.MockTransport(lambda r: httpx.Response(404, json={})))
+    plain = Strata("http://strata.test", "sk_unused", retries=fast, http_client=gone)
+    with pytest.raises(NotFoundError):
+        plain.delete("m1")
+    # A move out of the request's domain is not repeated after a lost answer.
+    with pytest.raises(StrataConnectionError):
+        losing_once(200).update("m1", move_to_domain="archive")

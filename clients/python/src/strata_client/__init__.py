@@ -27,7 +27,9 @@ from .errors import (
     ServerError,
     StrataConnectionError,
     StrataError,
+    TenantCriticalError,
     TenantMismatchError,
+    TenantStressedError,
     TenantSuspendedError,
 )
 from .models import (
@@ -124,4 +126,6 @@ __all__ = [
     "RateLimitError",
     "ServerError",
     "OverloadedError",
+    "TenantStressedError",
+    "TenantCriticalError",
 ]

@@ -13,6 +13,7 @@ from urllib.parse import quote
 
 from ._http import NO_JSON, Call, no_answer
 from ._scope import Scope
+from .errors import BadRequestError
 from .models import (
     AuditRow,
     Collection,
@@ -42,6 +43,14 @@ def _no_results(_: Any) -> List[WriteResult]:
 
 
 def _segment(s: str) -> str:
+    """``s`` as one URL path segment. ``.`` and ``..`` are refused: HTTP clients resolve them
+    as dot segments, so ``tenant_residency("..")`` would reach another route and read its
+    answer as the tenant's; an empty one names nothing."""
+    if s in ("", ".", ".."):
+        raise BadRequestError(
+            f"{s!r} cannot name anything in a URL path; refused by the client before sending",
+            code="BAD_REQUEST",
+        )
     return quote(s, safe="")
 
 
@@ -153,6 +162,7 @@ class DataCalls:
         *,
         json: Any = NO_JSON,
         idempotent: bool = True,
+        done_when_gone: bool = False,
     ) -> Call[Any]:
         scope = self._scope.updated(scope)
         return Call(
@@ -163,6 +173,7 @@ class DataCalls:
             headers=scope.headers(),
             json=json,
             idempotent=idempotent,
+            done_when_gone=done_when_gone,
         )
 
     def _add(
@@ -342,7 +353,9 @@ class DataCalls:
 
     def _unlink(self, source: str, target: str, scope: Scope, *, relation: str) -> Call[None]:
         body = {"source": source, "target": target, "relation": relation}
-        return self._call("POST", "/v1/links/delete", no_answer, scope, json=body)
+        return self._call(
+            "POST", "/v1/links/delete", no_answer, scope, json=body, done_when_gone=True
+        )
 
     def _links(self, id: str, scope: Scope) -> Call[RecordLinks]:
         return self._call(
@@ -399,13 +412,22 @@ class DataCalls:
             patch[name] = None
         if move_to_domain is not None:
             patch["move_to_domain"] = move_to_domain
+        # A move out of the domain the request names cannot be repeated: the retry would look
+        # for the record where it no longer is (404).
         call = self._call(
-            "PATCH", f"/v1/memories/{_segment(id)}", Record.from_json, scope, json=patch
+            "PATCH",
+            f"/v1/memories/{_segment(id)}",
+            Record.from_json,
+            scope,
+            json=patch,
+            idempotent=move_to_domain is None,
         )
         return _with_include(call, include)
 
     def _delete(self, id: str, scope: Scope) -> Call[None]:
-        return self._call("DELETE", f"/v1/memories/{_segment(id)}", no_answer, scope)
+        return self._call(
+            "DELETE", f"/v1/memories/{_segment(id)}", no_answer, scope, done_when_gone=True
+        )
 
     def _delete_where(self, filter: Optional[Filter], all: bool, scope: Scope) -> Call[int]:
         body: Dict[str, Any] = {}
@@ -465,10 +487,14 @@ class DataCalls:
 
     @staticmethod
     def _delete_collection(name: str) -> Call[int]:
+        # Deletes every record of the collection before it answers; a repeat would count
+        # only what it deleted itself, or find no collection.
         return Call(
             "DELETE",
             f"/v1/collections/{_segment(name)}",
             lambda d: int(d["deleted_records"]),
+            slow=True,
+            idempotent=False,
         )
 
     # Shares are the tenant's too: no scope fields.
@@ -491,7 +517,8 @@ class DataCalls:
 
     @staticmethod
     def _revoke_share(id: str) -> Call[Share]:
-        return Call("DELETE", f"/v1/shares/{_segment(id)}", Share.from_json)
+        # Answered with the share as revoked: a repeat would find none (404).
+        return Call("DELETE", f"/v1/shares/{_segment(id)}", Share.from_json, idempotent=False)
 
     @staticmethod
     def _incoming_shares() -> Call[List[Share]]:
@@ -505,7 +532,13 @@ class DataCalls:
 
     @staticmethod
     def _decline_share(id: str) -> Call[Share]:
-        return Call("POST", f"/v1/shares/incoming/{_segment(id)}/decline", Share.from_json)
+        # Answered with the offer as declined: a repeat would find none (404).
+        return Call(
+            "POST",
+            f"/v1/shares/incoming/{_segment(id)}/decline",
+            Share.from_json,
+            idempotent=False,
+        )
 
     @staticmethod
     def _history(

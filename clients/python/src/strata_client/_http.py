@@ -97,6 +97,14 @@ class Call(Generic[T]):
     embeds: bool = False
     #: Nothing to send (an empty batch): answered ``parse(None)`` without a request.
     skip: bool = False
+    #: The server may work for minutes before it answers (a hard delete rewrites the data
+    #: file, a cancel waits for the move to stop): no read timeout. Such calls are sent with
+    #: ``idempotent=False`` too: a repeat after a lost answer would report the work done by
+    #: the first attempt as an error.
+    slow: bool = False
+    #: A delete of one thing: when a retry after a lost answer finds it gone (``404``), the
+    #: lost attempt deleted it, and the call is answered as done (``parse(None)``).
+    done_when_gone: bool = False
 
     @property
     def replayable(self) -> bool:
@@ -134,6 +142,12 @@ def _connection_error(e: httpx.HTTPError) -> Tuple[StrataConnectionError, bool]:
         StrataConnectionError(f"{type(e).__name__}: {e}{to}", code="CONNECTION_ERROR"),
         sent,
     )
+
+
+def _gone_after_loss(call: Call[Any], response: httpx.Response, lost: bool) -> bool:
+    """Whether ``response`` is a ``404`` to a retried delete whose earlier attempt may have
+    reached the server: that attempt deleted the thing, and only its answer was lost."""
+    return call.done_when_gone and lost and response.status_code == 404
 
 
 def _decode(response: httpx.Response) -> Any:
@@ -183,7 +197,7 @@ class _Base:
             "url": self.url + call.path,
             "params": list(call.params) or None,
             "headers": headers,
-            "timeout": self.write_timeout if call.embeds else self.timeout,
+            "timeout": self._timeout(call),
         }
         if not isinstance(call.json, _NoJson):
             args["content"] = _json_body(call.json)
@@ -191,6 +205,12 @@ class _Base:
         if call.content is not None:
             args["content"] = call.content
         return args
+
+    def _timeout(self, call: Call[Any]) -> Any:
+        if call.slow:
+            # Connecting, sending and waiting for a pool slot keep their bound.
+            return httpx.Timeout(self.timeout, read=None)
+        return self.write_timeout if call.embeds else self.timeout
 
     def _next_delay(
         self, call: Call[Any], error: StrataError, attempt: int, sent: bool = True
@@ -232,18 +252,20 @@ class SyncTransport(_Base):
         if call.skip:
             return call.parse(None)
         attempt = 0
+        lost = False  # an earlier attempt may have reached the server, its answer lost
         while True:
             error: StrataError
             try:
                 response = self.http.request(**self._request_args(call))
             except httpx.HTTPError as e:
                 error, sent = _connection_error(e)
+                lost = lost or sent
                 delay = self._next_delay(call, error, attempt, sent)
                 if delay is None:
                     raise error from e
             else:
-                if response.is_success:
-                    return call.parse(_decode(response))
+                if response.is_success or _gone_after_loss(call, response, lost):
+                    return call.parse(_decode(response) if response.is_success else None)
                 error = error_from_response(response)
                 delay = self._next_delay(call, error, attempt)
                 if delay is None:
@@ -294,18 +316,20 @@ class AsyncTransport(_Base):
         if call.skip:
             return call.parse(None)
         attempt = 0
+        lost = False  # an earlier attempt may have reached the server, its answer lost
         while True:
             error: StrataError
             try:
                 response = await self.http.request(**self._request_args(call))
             except httpx.HTTPError as e:
                 error, sent = _connection_error(e)
+                lost = lost or sent
                 delay = self._next_delay(call, error, attempt, sent)
                 if delay is None:
                     raise error from e
             else:
-                if response.is_success:
-                    return call.parse(_decode(response))
+                if response.is_success or _gone_after_loss(call, response, lost):
+                    return call.parse(_decode(response) if response.is_success else None)
                 error = error_from_response(response)
                 delay = self._next_delay(call, error, attempt)
                 if delay is None:

@@ -25,11 +25,10 @@ from typing import (
     Union,
     overload,
 )
-from urllib.parse import quote
 
 import httpx
 
-from ._calls import audit_params
+from ._calls import _segment, audit_params
 from ._export_file import aexport_to, export_to
 from ._http import DEFAULT_TIMEOUT, AsyncTransport, Call, SyncTransport, from_env, no_answer
 from .errors import StrataError
@@ -71,10 +70,6 @@ ExportTarget = Union[str, "os.PathLike[str]", IO[bytes]]
 ImportSource = Union[str, "os.PathLike[str]", bytes, IO[bytes]]
 
 _CHUNK = 64 * 1024
-
-
-def _segment(s: str) -> str:
-    return quote(s, safe="")
 
 
 def _tenants(d: Any) -> List[Tenant]:
@@ -208,13 +203,32 @@ class _AdminCalls:
 
     @staticmethod
     def _delete_tenant(id: str, hard: bool) -> Call[Union[Tenant, PurgedTenant]]:
-        params = [("hard", "true")] if hard else []
-        return Call("DELETE", f"/v1/admin/tenants/{_segment(id)}", _deleted, params=params)
+        if not hard:
+            # Deleting again keeps what the first delete found: safe to repeat.
+            return Call("DELETE", f"/v1/admin/tenants/{_segment(id)}", _deleted)
+        # The erasure rewrites the data file before it answers (a minute for a large one);
+        # a repeat would find no tenant and report the erasure that happened as a 404.
+        return Call(
+            "DELETE",
+            f"/v1/admin/tenants/{_segment(id)}",
+            _deleted,
+            params=[("hard", "true")],
+            slow=True,
+            idempotent=False,
+        )
 
     @staticmethod
     def _purge_deleted(retention_secs: Optional[int]) -> Call[List[str]]:
         body = {} if retention_secs is None else {"retention_secs": retention_secs}
-        return Call("POST", "/v1/admin/tenants/purge-deleted", _purged, json=body)
+        # Each purge rewrites the data file; a repeat would answer [] for purges that happened.
+        return Call(
+            "POST",
+            "/v1/admin/tenants/purge-deleted",
+            _purged,
+            json=body,
+            slow=True,
+            idempotent=False,
+        )
 
     @staticmethod
     def _export(id: str) -> Call[None]:
@@ -228,6 +242,9 @@ class _AdminCalls:
             Tenant.from_json,
             headers={"content-type": "application/x-ndjson"},
             content=content,
+            # The server answers once every line is stored (and the tenant migrated to the
+            # level its export names): minutes for a large one.
+            slow=True,
             idempotent=False,
         )
 
@@ -385,8 +402,14 @@ class _AdminCalls:
 
     @staticmethod
     def _cancel_migration(id: str) -> Call[MigrationStatus]:
+        # The server waits up to a minute for the move to stop before it answers; a repeat
+        # would find nothing to cancel and report the cancel that held as a 409.
         return Call(
-            "DELETE", f"/v1/admin/tenants/{_segment(id)}/migration", MigrationStatus.from_json
+            "DELETE",
+            f"/v1/admin/tenants/{_segment(id)}/migration",
+            MigrationStatus.from_json,
+            slow=True,
+            idempotent=False,
         )
 
     @staticmethod

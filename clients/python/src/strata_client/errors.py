@@ -146,6 +146,18 @@ class OverloadedError(ServerError):
     """503 ``OVERLOADED``: the shared worker queue is full; ``retry_after`` says when."""
 
 
+class TenantStressedError(ServerError):
+    """503 ``TENANT_STRESSED``: the tenant's own integrity state is ``stress`` and it sheds
+    its most expensive searches (a large ``k`` or ``ef``); ask for less, or retry after
+    ``retry_after``. Other tenants are not affected."""
+
+
+class TenantCriticalError(ServerError):
+    """503 ``TENANT_CRITICAL``: the tenant's own integrity state is ``critical`` and its writes
+    are refused until it recovers (its reads still work). Not retried by the client: it lasts
+    until an operator or the server's own repair brings the tenant back."""
+
+
 _BY_CODE: Dict[str, Type[StrataError]] = {
     "BAD_REQUEST": BadRequestError,
     "UNAUTHORIZED": AuthenticationError,
@@ -163,6 +175,8 @@ _BY_CODE: Dict[str, Type[StrataError]] = {
     "CONCURRENCY_LIMITED": RateLimitError,
     "ANSWER_MEMORY_LIMITED": RateLimitError,
     "OVERLOADED": OverloadedError,
+    "TENANT_STRESSED": TenantStressedError,
+    "TENANT_CRITICAL": TenantCriticalError,
 }
 
 # When the body is not Strata's (a proxy answered, say), the status alone picks the family.
