@@ -309,6 +309,23 @@ def test_blank_texts_are_the_servers_bad_request(store: StrataVectorStore) -> No
     assert store.similarity_search("fine", k=5) == []
 
 
+def test_the_client_judges_blank_text_as_the_server_does(client: Strata) -> None:
+    from strata_client.langchain import _blank
+
+    # Format characters that are text, default-ignorable ones, unassigned ones the server
+    # counts as invisible, and plain whitespace and controls.
+    for c in ["\u0600", "\u2065", "\ufff0", "\U000e0000", "\u00ad", "\u200b", "\u061c",
+              "\U00013430", "\x01", "\u3000", "x"]:
+        text = c * 3
+        try:
+            client.search(text, k=1)
+            refused = False
+        except BadRequestError as e:
+            assert "query: is empty or whitespace only" in str(e), (repr(c), e)
+            refused = True
+        assert _blank(text) == refused, repr(c)
+
+
 def test_an_id_given_twice_is_refused_before_anything_is_written(
     store: StrataVectorStore,
 ) -> None:

@@ -208,25 +208,24 @@ def _partial(e: StrataError, written: List[str]) -> StrataError:
     return e
 
 
-#: Code points that render as nothing, which the server counts as blank beside whitespace
-#: and control and format characters (Unicode's default-ignorable code points outside
-#: category Cf): combining grapheme joiner, Hangul fillers, Khmer inherent vowels, Mongolian
-#: free variation selectors, variation selectors.
-_INVISIBLE = frozenset(
-    [0x034F, 0x115F, 0x1160, 0x17B4, 0x17B5, 0x3164, 0xFFA0]
-    + list(range(0x180B, 0x1810))
-    + list(range(0xFE00, 0xFE10))
-    + list(range(0xE0100, 0xE01F0))
+#: Code points that render as nothing, which the server counts as blank beside whitespace and
+#: control characters: the same list as the server's (``is_invisible`` in Strata's text
+#: rules), Unicode's default-ignorable code points and the format controls that show nothing
+#: on their own. Other format characters (``U+0600``, say) are text to the server.
+_INVISIBLE_RANGES = (
+    (0x00AD, 0x00AD), (0x034F, 0x034F), (0x061C, 0x061C), (0x115F, 0x1160),
+    (0x17B4, 0x17B5), (0x180B, 0x180F), (0x200B, 0x200F), (0x202A, 0x202E),
+    (0x2060, 0x206F), (0x3164, 0x3164), (0xFE00, 0xFE0F), (0xFEFF, 0xFEFF),
+    (0xFFA0, 0xFFA0), (0xFFF0, 0xFFFB), (0x13430, 0x1343F), (0x1BCA0, 0x1BCA3),
+    (0x1D173, 0x1D17A), (0xE0000, 0xE0FFF),
 )
+_INVISIBLE = frozenset(c for lo, hi in _INVISIBLE_RANGES for c in range(lo, hi + 1))
 
 
 def _blank(text: str) -> bool:
-    """Whether the server refuses ``text`` as blank: only whitespace, control and format
-    characters, and characters that render as nothing."""
-    return all(
-        c.isspace() or unicodedata.category(c) in ("Cc", "Cf") or ord(c) in _INVISIBLE
-        for c in text
-    )
+    """Whether the server refuses ``text`` as blank: only whitespace, control characters,
+    and characters that render as nothing."""
+    return all(c.isspace() or unicodedata.category(c) == "Cc" or ord(c) in _INVISIBLE for c in text)
 
 
 def _check_texts(texts: List[str]) -> None:
