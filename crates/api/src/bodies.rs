@@ -245,6 +245,8 @@ pub struct LatencySummary {
 pub struct TenantStats {
     pub tenant: TenantId,
     pub status: TenantStatus,
+    /// Its isolation level (`shared`, `partition`, `dedicated`).
+    pub isolation: strata_engine::IsolationLevel,
     pub limits: TenantLimits,
     pub usage: Option<TenantUsage>,
     /// Requests since the server started.

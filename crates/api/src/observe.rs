@@ -184,6 +184,7 @@ fn tenant_stats(row: TenantRow) -> TenantStats {
     TenantStats {
         tenant: info.id,
         status: info.status,
+        isolation: info.isolation,
         limits: info.limits,
         usage: info.usage,
         requests: s.requests(),

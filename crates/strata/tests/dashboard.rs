@@ -414,7 +414,16 @@ fn operator_signs_in_reads_tenants_and_suspends_and_resumes_one() {
         "[...document.querySelectorAll('#tenant-audit td')].some(td => td.textContent === 'tenant.resume')",
         "the resume in the tenant's audit tail",
     );
-    // Change a limit through the form; the admin API shows it, the others unchanged.
+    // Change a limit through the form; the admin API shows it, the others unchanged, even
+    // one changed elsewhere since the form was filled (the form still shows 1000).
+    let (s, v) = server.call(
+        "PATCH",
+        "/v1/admin/tenants/acme",
+        Some(OPERATOR_KEY),
+        &[],
+        Some(&json!({"limits": {"max_vectors": 2000}})),
+    );
+    assert_eq!(s, 200, "{v}");
     page.eval(
         "document.querySelector('#limits input[name=\"max_qps\"]').value = '250'; \
          document.getElementById('limits-form').requestSubmit(); true",
@@ -426,7 +435,7 @@ fn operator_signs_in_reads_tenants_and_suspends_and_resumes_one() {
     let (s, v) = server.get("/v1/admin/tenants/acme", OPERATOR_KEY);
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["limits"]["max_qps"], 250.0, "{v}");
-    assert_eq!(v["limits"]["max_vectors"], 1000, "{v}");
+    assert_eq!(v["limits"]["max_vectors"], 2000, "{v}");
     assert_eq!(v["limits"]["max_concurrent"], Value::Null, "{v}");
     load(10);
     std::thread::sleep(Duration::from_millis(2500));

@@ -251,6 +251,8 @@ fn a_tenant_reads_its_own_stats_and_no_one_elses() {
         .find(|t| t["tenant"] == "acme")
         .expect("acme");
     assert_eq!(acme["requests"], 9, "{acme}");
+    // Its level too, which the dashboard's isolation column shows.
+    assert_eq!(acme["isolation"], "shared", "{acme}");
     assert_eq!(
         v["bucket_bounds_seconds"].as_array().map(Vec::len),
         Some(15)
