@@ -258,18 +258,20 @@ pub async fn list_keys(
 /// a fleet of clients, short enough that a leaked key does not live on for days.
 const DEFAULT_ROTATION_GRACE_SECS: u64 = 3600;
 /// The longest grace a rotation gives the old key: past it, a rotation would not retire it.
-const MAX_ROTATION_GRACE_SECS: u64 = 30 * 86_400;
+pub(crate) const MAX_ROTATION_GRACE_SECS: u64 = 30 * 86_400;
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct RotateKeyBody {
     /// How long the old key keeps working, in seconds (default 3600, at most 30 days); `0`
     /// revokes it at once. Never beyond the old key's own expiry.
+    #[schema(maximum = 2_592_000)]
     grace_secs: Option<u64>,
     /// The new key's expiry in milliseconds since the Unix epoch; give at most one of the two.
     /// Absent: the old key's expiry (none if it had none).
-    #[schema(value_type = Option<i64>)]
+    #[schema(value_type = Option<i64>, maximum = 9007199254740992_i64)]
     expires_at: Option<Millis>,
+    #[schema(minimum = 1)]
     expires_in_secs: Option<u64>,
 }
 

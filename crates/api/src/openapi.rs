@@ -597,6 +597,38 @@ mod tests {
         );
         let records = &schemas["Batch"]["properties"]["records"];
         assert_eq!(records["minItems"], json!(1), "{records}");
+        for (schema, field, bound, value) in [
+            (
+                "FeedbackRequest",
+                "ids",
+                "maxItems",
+                strata_engine::MAX_FEEDBACK_IDS as u64,
+            ),
+            (
+                "FeedbackRequest",
+                "shown",
+                "maxItems",
+                strata_engine::MAX_FEEDBACK_IDS as u64,
+            ),
+            (
+                "NewShare",
+                "tenants",
+                "maxItems",
+                strata_engine::MAX_GRANTEES as u64,
+            ),
+            (
+                "RotateKeyBody",
+                "grace_secs",
+                "maximum",
+                crate::admin::MAX_ROTATION_GRACE_SECS,
+            ),
+            ("RotateKeyBody", "expires_in_secs", "minimum", 1),
+            ("RotateKeyBody", "expires_at", "maximum", 1 << 53),
+            ("NewKeyBody", "expires_at", "maximum", 1 << 53),
+        ] {
+            let f = &schemas[schema]["properties"][field];
+            assert_eq!(f[bound], json!(value), "{schema}.{field}: {f}");
+        }
         // The counters go past `int32`: a client generated from the document must hold them.
         for counter in ["evidence_count", "corroborations", "contradictions"] {
             let c = &confidence["properties"][counter];

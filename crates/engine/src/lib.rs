@@ -169,7 +169,7 @@ pub use repair::RepairReport;
 pub use residency::{ResidencyConfig, ResidencySummary, TenantResidency, TenantResidencyRow};
 pub use scan::{Page, ScanPage, Vectors};
 pub use scan_steps::{PendingCount, PendingPage, Stepped};
-pub use shares::{GrantVia, IncomingShare, NewShare, Share, ShareState};
+pub use shares::{GrantVia, IncomingShare, MAX_GRANTEES, NewShare, Share, ShareState};
 pub use stats::{IntegrityCounts, TenantFigures, UsageReport};
 pub use strata_auth::{OperatorScope, TenantScope};
 pub use strata_embed::Embedder;

@@ -87,7 +87,7 @@ pub struct NewShare {
     /// Grantees by id (at most 100). A name that is no live tenant is offered nothing, and
     /// answered like any other (no tenant learns which others exist).
     #[serde(default)]
-    #[schema(value_type = Vec<TenantId>)]
+    #[schema(value_type = Vec<TenantId>, max_items = 100)]
     pub tenants: Vec<TenantId>,
     /// Grant every tenant whose parent is the owner, now and later, while it stays a child.
     #[serde(default)]

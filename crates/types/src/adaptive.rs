@@ -76,9 +76,12 @@ pub struct AdaptiveExplain {
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, utoipa::ToSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct FeedbackRequest {
-    /// Records the agent used: their pheromones are reinforced.
+    /// Records the agent used: their pheromones are reinforced (at most 1,000).
+    #[schema(max_items = 1000)]
     pub ids: Vec<RecordId>,
-    /// Records the agent was shown; those not in `ids` lose a little pheromone (exposure).
+    /// Records the agent was shown; those not in `ids` lose a little pheromone (exposure)
+    /// (at most 1,000).
+    #[schema(max_items = 1000)]
     pub shown: Vec<RecordId>,
     /// The context the feedback was given in, moving the collection's narrative vector of the
     /// caller's principal (its user tokens after binding), which only that principal's searches

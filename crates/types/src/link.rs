@@ -35,7 +35,7 @@ pub struct NewLink {
     pub weight: f32,
 }
 
-/// Which link: the body of `DELETE /v1/links`.
+/// Which link: the body of `POST /v1/links/delete`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LinkRef {
