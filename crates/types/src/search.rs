@@ -184,6 +184,11 @@ fn k_in_range<'de, D: serde::Deserializer<'de>>(d: D) -> Result<usize, D::Error>
     }
 }
 
+/// A search's `filter`, `None` when it narrows nothing (see [`Filter::matches_everything`]).
+fn narrowing_filter<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Filter>, D::Error> {
+    Ok(Option::<Filter>::deserialize(d)?.filter(|f| !f.matches_everything()))
+}
+
 /// A search. At least one of `vector` and `query` must be given.
 #[derive(Debug, Clone, PartialEq, Deserialize, utoipa::ToSchema)]
 #[serde(default, deny_unknown_fields)]
@@ -199,7 +204,11 @@ pub struct SearchRequest {
     pub k: usize,
     /// The collection to search; `text` when absent.
     pub modality: Option<CollectionName>,
+    /// Read as absent when it matches every record by its shape alone (`{}`,
+    /// `{"$and": []}`): such a filter narrows nothing, and a search without one takes the
+    /// paths that read nothing stored.
     #[schema(default = json!(null))]
+    #[serde(deserialize_with = "narrowing_filter")]
     pub filter: Option<Filter>,
     /// Hits scoring below this are dropped (before confidence and recency apply). The score is
     /// the channel's own in `vector` (cosine, dot product, negative distance) and `text` (BM25)
@@ -384,6 +393,24 @@ mod tests {
             include,
             ..SearchRequest::default()
         }
+    }
+
+    #[test]
+    fn a_filter_that_narrows_nothing_reads_as_none() {
+        let read = |f: serde_json::Value| {
+            serde_json::from_value::<SearchRequest>(serde_json::json!({"query": "x", "filter": f}))
+                .unwrap()
+                .filter
+        };
+        for f in [
+            serde_json::json!({}),
+            serde_json::json!({"$and": []}),
+            serde_json::json!(null),
+        ] {
+            assert_eq!(read(f.clone()), None, "{f}");
+        }
+        assert!(read(serde_json::json!({"kind": "note"})).is_some());
+        assert!(read(serde_json::json!({"$and": [{}, {"kind": "note"}]})).is_some());
     }
 
     #[test]
