@@ -70,7 +70,7 @@ pub(crate) fn check_parent(
 /// Whether tenant `meta`'s stored profile names `id` as its parent, read from that one field:
 /// another field of the profile that does not decode (damage, a newer version) does not hide a
 /// child from its parent's purge or listing, nor stop either for every other tenant.
-fn names_parent(meta: &strata_store::TenantMeta, id: &TenantId) -> bool {
+pub(crate) fn names_parent(meta: &strata_store::TenantMeta, id: &TenantId) -> bool {
     meta.profile
         .get("parent")
         .and_then(serde_json::Value::as_str)

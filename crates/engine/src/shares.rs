@@ -413,22 +413,26 @@ pub(crate) fn forget_grantee(
 pub(crate) type OfferRows = share_read_memo::ReadByMemo<(TenantKey, TenantKey, &'static str)>;
 
 /// Writes a share's row into each grantee's log; returns the keys of the unanswered offers'
-/// rows it wrote, for [`OfferRows::wrote`] once the transaction commits.
+/// rows it wrote, for [`OfferRows::wrote`] once the transaction commits. `children` are the
+/// owner's children as [`children_now`] found them before the transaction; each is checked
+/// again in it.
 fn audit_grantees(
     w: &mut Writer<'_>,
     scope: &TenantScope,
     s: &StoredShare,
+    children: &[TenantId],
     named_action: &'static str,
     children_action: &'static str,
     (offer_rows, now): (&OfferRows, strata_types::Millis),
 ) -> Result<Vec<(TenantKey, TenantKey, &'static str)>, EngineError> {
     // (grantee's key, id, action, whether it is an offer the grantee has not accepted)
     let mut reached: Vec<(TenantKey, TenantId, &'static str, bool)> = Vec::new();
-    if s.children {
-        for m in w.tenants()? {
-            if TenantProfile::of(&m)?.parent.as_ref() == Some(scope.tenant()) {
-                reached.push((m.key, m.id, children_action, false));
-            }
+    for child in children {
+        // Found by a scan before this transaction: still a child now?
+        if let Some(m) = w.tenant(child)?
+            && crate::hierarchy::names_parent(&m, scope.tenant())
+        {
+            reached.push((m.key, m.id, children_action, false));
         }
     }
     for t in &s.tenants {
@@ -483,6 +487,23 @@ pub(crate) fn foreign_event(
 }
 
 impl Engine {
+    /// The caller's children, when `wanted`, for the audit rows of a share for children: found
+    /// by a scan of the registry before the share's write transaction, so that the scan (every
+    /// tenant's registry row) does not hold the store's write lock, and every other tenant's
+    /// writes, for its length. A tenant that becomes a child meanwhile gets no row, as a child
+    /// created after the share gets none; one that stops being a child is checked out in the
+    /// transaction.
+    fn children_now(
+        &self,
+        scope: &TenantScope,
+        wanted: bool,
+    ) -> Result<Vec<TenantId>, EngineError> {
+        if !wanted {
+            return Ok(Vec::new());
+        }
+        crate::hierarchy::children(&self.store.read()?, scope.tenant())
+    }
+
     /// Publishes one of the caller's domains read-only (needs `admin`).
     pub fn create_share(&self, scope: &TenantScope, new: &NewShare) -> Result<Share, EngineError> {
         require_publisher(scope, Some(&new.domain))?;
@@ -511,6 +532,7 @@ impl Engine {
                 "tenants: a tenant cannot share with itself".into(),
             ));
         }
+        let children = self.children_now(scope, new.children)?;
         let stored = StoredShare {
             id: format!("sh-{}", uuid::Uuid::now_v7().simple()),
             domain: new.domain.clone(),
@@ -557,8 +579,15 @@ impl Engine {
                 });
                 audit::append(w, scope.key(), tenant_event(scope, "share.create", detail))?;
                 let rows = (&self.offer_rows, now_millis());
-                let wrote =
-                    audit_grantees(w, scope, &stored, "share.offered", "share.granted", rows)?;
+                let wrote = audit_grantees(
+                    w,
+                    scope,
+                    &stored,
+                    &children,
+                    "share.offered",
+                    "share.granted",
+                    rows,
+                )?;
                 Ok((to_share(w, scope.tenant(), stored.clone())?, wrote, rows.1))
             })
             .map(|(share, wrote, now)| {
@@ -591,6 +620,15 @@ impl Engine {
     /// nothing of it. A share that is not the caller's is `NotFound`.
     pub fn revoke_share(&self, scope: &TenantScope, id: &str) -> Result<Share, EngineError> {
         require_publisher(scope, None)?;
+        // Whether the share is for children decides whether they are looked for; the
+        // transaction reads the share again (it may be gone by then: `NotFound` there).
+        let for_children = self.read_tenant(scope, Permission::Admin, |r| {
+            Ok(match r.blob(scope.key(), &out_name(id))? {
+                Some(bytes) => decode_json::<StoredShare>(&bytes)?.children,
+                None => false,
+            })
+        })?;
+        let children = self.children_now(scope, for_children)?;
         self.store
             .write(|w| {
                 check_live(w, scope)?;
@@ -612,8 +650,15 @@ impl Engine {
                 // Tell the grantees, and answer with who held it, while their pointer rows still
                 // say who they are.
                 let rows = (&self.offer_rows, now_millis());
-                let wrote =
-                    audit_grantees(w, scope, &stored, "share.revoked", "share.revoked", rows)?;
+                let wrote = audit_grantees(
+                    w,
+                    scope,
+                    &stored,
+                    &children,
+                    "share.revoked",
+                    "share.revoked",
+                    rows,
+                )?;
                 let answer = (to_share(w, scope.tenant(), stored.clone())?, wrote, rows.1);
                 w.delete_blob(scope.key(), &out_name(id))?;
                 for t in &stored.tenants {

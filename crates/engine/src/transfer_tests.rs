@@ -478,13 +478,13 @@ fn an_import_refuses_a_second_pheromone_or_narrative_for_the_same_key() {
         ExportLine::End(c)
     };
     for (i, twice) in [pheromone, narrative].into_iter().enumerate() {
-        let copy = TenantId::parse(&format!("copy{i}")).unwrap();
+        let copy = TenantId::parse(format!("copy{i}")).unwrap();
         let mut once = lines.clone();
         once.extend([twice.clone(), ending(1, i == 0)]);
         engine
             .import_tenant(&op, &copy, once.into_iter().map(Ok))
             .unwrap();
-        let copy = TenantId::parse(&format!("again{i}")).unwrap();
+        let copy = TenantId::parse(format!("again{i}")).unwrap();
         let mut again = lines.clone();
         again.extend([twice.clone(), twice]);
         let n = again.len();

@@ -71,11 +71,12 @@ pub async fn run(config: Config, lane: Option<strata_api::OverShareLane>) -> any
     let engine_config = strata_engine::EngineConfig {
         // The graph builds compute at the background workers' priority.
         background_priority: config.scheduler.background_priority.api(),
-        jwt_leeway_secs: config
-            .auth
-            .verifies_jwts()
-            .then_some(config.auth.jwt_leeway_secs)
-            .unwrap_or(0),
+        // Tokens' `iat` may run this far ahead: a purged id waits it out before it returns.
+        jwt_leeway_secs: if config.auth.verifies_jwts() {
+            config.auth.jwt_leeway_secs
+        } else {
+            0
+        },
         ..config.engine.clone()
     };
     let embedder_config = config.embedder.clone();
