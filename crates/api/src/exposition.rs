@@ -16,6 +16,9 @@ use strata_store::stats::{BUCKETS_SECS, HistogramSnapshot};
 
 use crate::metrics::{REFUSALS, RouteKey, ServerSnapshot, TenantSnapshot};
 
+mod folded;
+pub use folded::FoldedCounters;
+
 /// The label value of the tenants summed together.
 pub const OTHER: &str = "(other)";
 
@@ -37,6 +40,8 @@ pub struct TenantRow {
 
 /// What one scrape renders.
 pub struct Exposition<'a> {
+    /// `(other)`'s counters across scrapes (the server's one, kept with its metrics).
+    pub folded: &'a FoldedCounters,
     pub routes: &'a [(RouteKey, HistogramSnapshot)],
     /// Every registered tenant.
     pub tenants: &'a [TenantRow],
@@ -159,6 +164,17 @@ pub fn render(x: &Exposition<'_>) -> String {
         if own {
             b.info = Some(t.info.clone());
         }
+    }
+    // `(other)`'s counters are its accumulator, which only grows (see `folded`); shown while
+    // any tenant is folded or it holds anything.
+    let other = x.folded.fold(x.tenants, &chosen);
+    if folded > 0 || other != folded::Counters::default() {
+        let b = blocks.entry(OTHER).or_default();
+        let gauges = (b.live.queued, b.live.answer_bytes, b.live.recent);
+        b.live = other.live;
+        (b.live.queued, b.live.answer_bytes, b.live.recent) = gauges;
+        b.loads = other.loads;
+        b.evictions = other.evictions;
     }
 
     let mut out = String::with_capacity(64 * 1024);

@@ -255,6 +255,8 @@ pub(crate) const UNMATCHED: &str = "unmatched";
 /// Every live figure of the server.
 pub struct Metrics {
     started: Instant,
+    /// The counters of `tenant="(other)"` in `/metrics`, across scrapes.
+    pub(crate) folded: crate::exposition::FoldedCounters,
     routes: RwLock<HashMap<RouteKey, Arc<LatencyHistogram>>>,
     tenants: RwLock<HashMap<TenantKey, Arc<TenantSeries>>>,
     /// Pool workers running a job now, and the wall time they have spent on jobs.
@@ -279,6 +281,7 @@ impl Default for Metrics {
     fn default() -> Self {
         Metrics {
             started: Instant::now(),
+            folded: Default::default(),
             routes: RwLock::default(),
             tenants: RwLock::default(),
             busy_workers: AtomicI64::new(0),

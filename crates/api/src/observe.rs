@@ -71,6 +71,7 @@ pub async fn metrics(
     let routes = m.routes();
     let suppressed = state.security.suppressed_counts();
     let text = render(&Exposition {
+        folded: &m.folded,
         routes: &routes,
         tenants: &rows,
         unreadable: report.unreadable.len(),

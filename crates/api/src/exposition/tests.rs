@@ -54,6 +54,8 @@ fn row(id: &str, records: u64, live: TenantSnapshot) -> TenantRow {
 
 fn exposition<'a>(tenants: &'a [TenantRow], cap: usize, pinned: &'a [String]) -> Exposition<'a> {
     Exposition {
+        // Each exposition its own: the folded counters start from nothing.
+        folded: Box::leak(Box::default()),
         routes: &[],
         tenants,
         unreadable: 0,
@@ -424,4 +426,57 @@ fn only_registered_tenants_are_rendered_and_nothing_is_folded_without_the_cap_bi
 #[test]
 fn label_values_are_escaped() {
     assert_eq!(esc("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+}
+
+/// `(other)`'s counters only grow, scrape after scrape, while tenants move between their own
+/// label and `(other)` and leave the registry: a tenant taking its own label takes its history
+/// with it, `(other)` keeps what it had, and a folded tenant adds only its growth.
+#[test]
+fn other_counters_never_go_down_as_tenants_come_and_go() {
+    let folded = FoldedCounters::default();
+    let scrape = |rows: &[TenantRow]| {
+        let mut x = exposition(rows, 1, &[]);
+        x.folded = &folded;
+        let text = render(&x);
+        let count = |name: &str| {
+            by_tenant(&text, name, "")
+                .get(OTHER)
+                .copied()
+                .unwrap_or_default()
+        };
+        (
+            count("strata_tenant_request_duration_seconds_count"),
+            count("strata_tenant_index_loads_total"),
+        )
+    };
+    let live = |requests: u64, recent: u64| {
+        let mut s = TenantSnapshot::default();
+        s.latency.buckets[0] = requests;
+        s.classes[1] = requests;
+        s.recent = recent;
+        s
+    };
+    // A long history folded (b is more active now), c small.
+    let mut rows = vec![
+        row("a", 1, live(1_000, 1)),
+        row("b", 1, live(10, 5)),
+        row("c", 1, live(3, 0)),
+    ];
+    assert_eq!(scrape(&rows), (1_003.0, 2.0), "a and c folded, one load each");
+    // a becomes the most active: its own label. (other) keeps its 1,003, adds c's growth.
+    rows[0].live = live(1_001, 9);
+    rows[2].live = live(4, 0);
+    assert_eq!(scrape(&rows), (1_004.0, 2.0));
+    // b folded now: its growth since the last scrape only (it grew by 2).
+    rows[1].live = live(12, 0);
+    assert_eq!(scrape(&rows), (1_006.0, 2.0));
+    // a purged, c purged: nothing taken away.
+    rows.retain(|r| r.info.id.as_str() == "b");
+    assert_eq!(scrape(&rows), (1_006.0, 2.0));
+    // A tenant created again under c's id starts from its own zero.
+    let mut again = row("c", 1, live(2, 0));
+    again.info.created_at = 5;
+    again.residency.loads = 1;
+    rows.push(again);
+    assert_eq!(scrape(&rows), (1_008.0, 3.0));
 }

@@ -1,0 +1,115 @@
+//! The counters of `tenant="(other)"`, kept monotonic across scrapes.
+//!
+//! Which tenants are summed under `(other)` changes from one scrape to the next (the most
+//! recently active get labels of their own), and a purged tenant leaves the registry. Summing
+//! the folded tenants' lifetime counters at each scrape would then move `(other)`'s counters
+//! down and up by whole tenants' histories, which Prometheus reads as resets and spikes of
+//! `rate()`. So `(other)`'s counters are an accumulator instead: at each scrape, each tenant
+//! folded in it adds what its counters grew by since the previous scrape. A tenant that gets
+//! its own label takes its lifetime figures with it and `(other)` keeps what it had; one that
+//! is folded again adds only its growth from then on. Gauges are not accumulated: they are the
+//! folded tenants' current sum, as before.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Mutex;
+
+use strata_store::stats::HistogramSnapshot;
+use strata_types::{Millis, TenantId};
+
+use super::TenantRow;
+use crate::metrics::TenantSnapshot;
+
+/// A tenant's counters (its snapshot's gauges are left at zero), and its index loads and
+/// evictions.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct Counters {
+    pub live: TenantSnapshot,
+    pub loads: u64,
+    pub evictions: u64,
+}
+
+impl Counters {
+    fn of(t: &TenantRow) -> Counters {
+        let l = &t.live;
+        Counters {
+            live: TenantSnapshot {
+                classes: l.classes,
+                latency: l.latency.clone(),
+                refusals: l.refusals,
+                queue_wait: l.queue_wait.clone(),
+                cpu_nanos: l.cpu_nanos,
+                ..TenantSnapshot::default()
+            },
+            loads: t.residency.loads,
+            evictions: t.residency.evictions,
+        }
+    }
+
+    /// What `self` grew by since `before` (a count that went down, which a tenant's own
+    /// counters never do, counts as no growth).
+    fn since(&self, before: &Counters) -> Counters {
+        let sub = |a: u64, b: u64| a.saturating_sub(b);
+        let hist = |a: &HistogramSnapshot, b: &HistogramSnapshot| HistogramSnapshot {
+            buckets: std::array::from_fn(|i| sub(a.buckets[i], b.buckets[i])),
+            sum_nanos: sub(a.sum_nanos, b.sum_nanos),
+        };
+        let (a, b) = (&self.live, &before.live);
+        Counters {
+            live: TenantSnapshot {
+                classes: std::array::from_fn(|i| sub(a.classes[i], b.classes[i])),
+                latency: hist(&a.latency, &b.latency),
+                refusals: std::array::from_fn(|i| sub(a.refusals[i], b.refusals[i])),
+                queue_wait: hist(&a.queue_wait, &b.queue_wait),
+                cpu_nanos: sub(a.cpu_nanos, b.cpu_nanos),
+                ..TenantSnapshot::default()
+            },
+            loads: sub(self.loads, before.loads),
+            evictions: sub(self.evictions, before.evictions),
+        }
+    }
+
+    fn add(&mut self, o: &Counters) {
+        self.live.add(&o.live);
+        self.loads += o.loads;
+        self.evictions += o.evictions;
+    }
+}
+
+/// `(other)`'s accumulated counters and what each tenant's counters were at the last scrape.
+#[derive(Default)]
+pub struct FoldedCounters {
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    total: Counters,
+    /// By tenant incarnation (id and creation time: a tenant created again under the same id
+    /// starts from zero, and is not measured against its predecessor).
+    last: HashMap<(TenantId, Millis), Counters>,
+}
+
+impl FoldedCounters {
+    /// Takes this scrape's tenants (those not in `labelled` are folded); returns `(other)`'s
+    /// counters, never lower than at any earlier scrape.
+    pub(crate) fn fold(&self, tenants: &[TenantRow], labelled: &BTreeSet<String>) -> Counters {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut last = HashMap::with_capacity(tenants.len());
+        for t in tenants {
+            let key = (t.info.id.clone(), t.info.created_at);
+            let now = Counters::of(t);
+            if !labelled.contains(t.info.id.as_str()) {
+                let grown = match state.last.get(&key) {
+                    Some(before) => now.since(before),
+                    // First seen (the first scrape, or a new tenant): all of it is new here.
+                    None => now.clone(),
+                };
+                state.total.add(&grown);
+            }
+            last.insert(key, now);
+        }
+        // Tenants gone from the registry are forgotten; what they added stays in the total.
+        state.last = last;
+        state.total.clone()
+    }
+}
