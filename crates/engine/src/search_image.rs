@@ -60,6 +60,13 @@ const FORMAT: u8 = 7;
 /// `GraphFile` record, postcard) rather than holding it: outside the format bytes.
 const IN_FILE: u8 = 0xF1;
 
+/// The first byte of an image row that holds the image with its checksum (then the
+/// checksum, `u64` little-endian, of the image's bytes, then the bytes): the storage engine
+/// checks no checksum of its pages, so without one a value flipped on the disk (a user token's
+/// index, a time, a vector) would load as another valid image and answer wrongly, and be saved
+/// again. Rows written before it hold the bare image (its format byte first): still read.
+const INLINE_CHECKED: u8 = 0xF2;
+
 /// Images of at least this many bytes are kept in a file of their own (module docs): the
 /// size from which a load also decodes an image beside its graph file's read.
 pub(crate) const IN_FILE_FROM_BYTES: usize = crate::image_beside_graph::SIDE_BY_SIDE_FROM_BYTES;
@@ -579,9 +586,39 @@ pub(crate) fn save(
     saved: &Saved,
 ) -> Result<(), StoreError> {
     match saved {
-        Saved::Inline(bytes) => w.put_blob(key, &blob_name(collection), bytes),
+        Saved::Inline(bytes) => w.put_blob(key, &blob_name(collection), &inline_row(bytes)),
         Saved::InFile(f) => w.put_blob(key, &blob_name(collection), &file_row(f)?),
     }
+}
+
+/// The row of an image kept in the row: [`INLINE_CHECKED`], its checksum, its bytes.
+fn inline_row(image: &[u8]) -> Vec<u8> {
+    let mut sum = graph_file::Checksum::new();
+    sum.update(image);
+    let mut row = Vec::with_capacity(1 + 8 + image.len());
+    row.push(INLINE_CHECKED);
+    row.extend_from_slice(&sum.finish().to_le_bytes());
+    row.extend_from_slice(image);
+    row
+}
+
+/// The image an image row holds (one that names no file): checked against its checksum, or
+/// as it is for a row written before images carried one.
+pub(crate) fn inline_image(mut row: Vec<u8>) -> Result<Vec<u8>, EngineError> {
+    if row.first() != Some(&INLINE_CHECKED) {
+        return Ok(row);
+    }
+    let Some(stored) = row.get(1..9) else {
+        return Err(corrupt("a checked row shorter than its checksum"));
+    };
+    let stored = u64::from_le_bytes(stored.try_into().expect("invariant: 8 bytes"));
+    let mut sum = graph_file::Checksum::new();
+    sum.update(&row[9..]);
+    if sum.finish() != stored {
+        return Err(corrupt("the image's bytes do not match their checksum"));
+    }
+    row.drain(..9);
+    Ok(row)
 }
 
 /// The row of an image kept in file `f`: [`IN_FILE`], then `f`.
@@ -610,10 +647,13 @@ pub(crate) fn load(
     let Some(row) = r.blob(key, &blob_name(collection))? else {
         return Ok(None);
     };
-    match named_file(&row) {
-        None => Ok(Some(Saved::Inline(row))),
-        Some(Ok(f)) => Ok(Some(Saved::InFile(f))),
-        Some(Err(e)) => {
+    let saved = match named_file(&row) {
+        None => inline_image(row).map(Saved::Inline),
+        Some(f) => f.map(Saved::InFile),
+    };
+    match saved {
+        Ok(saved) => Ok(Some(saved)),
+        Err(e) => {
             tracing::warn!(%collection, error = %e, "search image row unusable; rebuilding");
             Ok(None)
         }
@@ -856,6 +896,35 @@ mod tests {
                 "damage {n} was accepted"
             );
         }
+    }
+
+    /// An image kept in its row carries its checksum: any byte flipped in the row, even to a
+    /// value that would decode (a user token's index, a time), is an error, which the load
+    /// answers with a rebuild from the records; a row written before checksums still reads.
+    #[test]
+    fn an_image_in_its_row_is_checked_against_its_checksum() {
+        let image = encode(&sample(), 7).unwrap();
+        let row = inline_row(&image);
+        assert_eq!(row[0], INLINE_CHECKED);
+        assert!(named_file(&row).is_none());
+        assert_eq!(inline_image(row.clone()).unwrap(), image);
+        for at in [1, 5, 9, row.len() / 2, row.len() - 1] {
+            let mut flipped = row.clone();
+            flipped[at] ^= 0x04;
+            assert!(
+                inline_image(flipped).is_err(),
+                "byte {at} flipped was accepted"
+            );
+        }
+        assert!(
+            inline_image(row[..8].to_vec()).is_err(),
+            "cut inside the checksum"
+        );
+        assert_eq!(
+            inline_image(image.clone()).unwrap(),
+            image,
+            "a bare row as written before"
+        );
     }
 
     /// A row naming a file is told from an image (whose first byte is its format), and one

@@ -299,7 +299,16 @@ fn check_blobs(
         } else if let Some(collection) = name.strip_prefix(crate::search_image::BLOB_PREFIX) {
             // A large image is in a file the row names: that file is the image checked.
             let bytes = match crate::search_image::named_file(&bytes) {
-                None => bytes,
+                None => match crate::search_image::inline_image(bytes) {
+                    Ok(bytes) => bytes,
+                    Err(e) => {
+                        report.warnings.push(format!(
+                            "search image of {collection}: {e}; it is rebuilt from the \
+                             records at the next load"
+                        ));
+                        continue;
+                    }
+                },
                 Some(file) => {
                     match file.and_then(|f| crate::graph_file::read_checked(store, key, &f)) {
                         Ok(bytes) => bytes,

@@ -462,7 +462,11 @@ fn other_counters_never_go_down_as_tenants_come_and_go() {
         row("b", 1, live(10, 5)),
         row("c", 1, live(3, 0)),
     ];
-    assert_eq!(scrape(&rows), (1_003.0, 2.0), "a and c folded, one load each");
+    assert_eq!(
+        scrape(&rows),
+        (1_003.0, 2.0),
+        "a and c folded, one load each"
+    );
     // a becomes the most active: its own label. (other) keeps its 1,003, adds c's growth.
     rows[0].live = live(1_001, 9);
     rows[2].live = live(4, 0);
