@@ -246,6 +246,7 @@ impl Store {
                 .create(&path)?;
             crate::vacuum::copy_tables(&s.txn, &fresh, &|rows| {
                 progress.copied(rows);
+                crate::disk_room::keep_reserve(dir, "a backup")?;
                 stop()
             })?;
             drop(s);

@@ -49,6 +49,29 @@ pub(crate) fn require_room(dir: &Path, bytes: u64, what: &str) -> Result<(), Sto
     })
 }
 
+/// Stops a copy under way onto the file system holding `dir` once its free space falls below
+/// half of [`RESERVE_BYTES`]: the room checked at its start may have gone to something else
+/// since (another copy, a vacuum during a backup, the tenants' own writes), and the copy must
+/// not take the last of what their writes need. Called between a copy's chunks; a file system
+/// whose free space cannot be read is not stopped.
+pub(crate) fn keep_reserve(dir: &Path, what: &str) -> Result<(), StoreError> {
+    match available(dir) {
+        Ok(have) if have < RESERVE_BYTES / 2 => Err(StoreError::Io {
+            path: dir.display().to_string(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::StorageFull,
+                format!(
+                    "{what} stopped: {} MiB are free, less than the {} MiB kept for the \
+                     tenants' writes",
+                    have >> 20,
+                    RESERVE_BYTES >> 21
+                ),
+            ),
+        }),
+        _ => Ok(()),
+    }
+}
+
 /// Bytes this process may still write on the file system holding `path` (blocks free to
 /// unprivileged users).
 fn available(path: &Path) -> std::io::Result<u64> {
@@ -135,5 +158,37 @@ pub(crate) mod tests {
             .backup(&dest, &Default::default(), &|| Ok(()))
             .unwrap();
         assert!(dest.is_dir());
+    }
+
+    /// Free space that falls below half the reserve while a backup copies (another copy, the
+    /// tenants' writes) stops it, its partial copy removed, and the tenants' writes go on.
+    #[test]
+    fn a_backup_stops_when_the_disk_fills_under_it() {
+        let (dir, store, t) = crate::test_tenant::store_with_tenant("acme");
+        for i in 0..50 {
+            crate::test_tenant::put(&store, t, &format!("k{i}"), &[7; 512]);
+        }
+        keep_reserve(dir.path(), "a test copy").unwrap();
+        let dest = dir.path().join("backups").join("b1");
+        // Room at the start; almost none once the copy has begun (its first check of stop).
+        let stopped = store
+            .backup(&dest, &Default::default(), &|| {
+                FAKE_AVAILABLE.set(Some(RESERVE_BYTES / 4));
+                Ok(())
+            })
+            .unwrap_err();
+        FAKE_AVAILABLE.set(None);
+        let StoreError::Io { source, .. } = &stopped else {
+            panic!("{stopped:?}");
+        };
+        assert_eq!(source.kind(), std::io::ErrorKind::StorageFull, "{source}");
+        assert!(
+            source
+                .to_string()
+                .contains("a backup stopped: 16 MiB are free"),
+            "{source}"
+        );
+        assert!(!dest.exists() && !crate::backup::partial_dir_of(&dest).exists());
+        crate::test_tenant::put(&store, t, "after", b"2");
     }
 }

@@ -311,7 +311,10 @@ impl Store {
         self.wait_for_writes_under_way()?;
         let src = self.db().begin_read()?;
         let mut fresh = open_database(path, self.file_options())?;
-        copy_tables(&src, &fresh, &|_| Ok(()))?;
+        let dir = self.data_dir();
+        copy_tables(&src, &fresh, &|_| {
+            crate::disk_room::keep_reserve(dir, "a vacuum")
+        })?;
         if let Some(during_copy) = hooks.during_copy.as_mut() {
             during_copy();
         }
