@@ -1,10 +1,10 @@
 //! Liveness, readiness and the OpenAPI document: the routes that need no credential.
 
-use std::sync::Arc;
-
+use axum::body::Bytes;
 use axum::extract::State;
+use axum::http::header::CONTENT_TYPE;
+use axum::response::IntoResponse;
 use axum::{Extension, Json};
-use serde_json::Value;
 
 use crate::bodies::Status;
 use crate::{ApiError, AppState};
@@ -38,6 +38,20 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<Status>, ApiEr
 #[utoipa::path(get, path = "/openapi.json", tag = "health", operation_id = "openapi",
     responses((status = 200, description = "The OpenAPI document", body = serde_json::Value,
         content_type = "application/json")))]
-pub async fn openapi_json(Extension(doc): Extension<Arc<Value>>) -> Json<Value> {
-    Json((*doc).clone())
+pub async fn openapi_json(Extension(doc): Extension<OpenApiDocument>) -> impl IntoResponse {
+    ([(CONTENT_TYPE, "application/json")], doc.0)
+}
+
+/// The OpenAPI document, serialised once when the router is built: it is served to anyone,
+/// without a credential, so a request for it must cost a reference count, not a copy of the
+/// document and its serialisation on the threads that serve every tenant.
+#[derive(Clone)]
+pub struct OpenApiDocument(pub Bytes);
+
+impl OpenApiDocument {
+    pub fn of(doc: &serde_json::Value) -> OpenApiDocument {
+        OpenApiDocument(Bytes::from(
+            serde_json::to_vec(doc).expect("invariant: a JSON value serialises"),
+        ))
+    }
 }

@@ -2,7 +2,6 @@
 //! the list of served routes come from the same registrations; plus the middleware stack
 //! (request ids, tracing spans, body deadline and limit, panic guard) and JSON fallbacks.
 
-use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
@@ -160,7 +159,9 @@ async fn method_not_allowed() -> ApiError {
 
 /// The complete application.
 pub fn router(state: AppState) -> Router {
-    let doc = Arc::new(crate::openapi::document_for(&state.engine.config().limits));
+    let doc = crate::health::OpenApiDocument::of(&crate::openapi::document_for(
+        &state.engine.config().limits,
+    ));
     crate::media_type::build_body_kinds();
     let (router, _) = api().split_for_parts();
     let request_id = HeaderName::from_static(REQUEST_ID);
