@@ -2,7 +2,6 @@
 //! the list of served routes come from the same registrations; plus the middleware stack
 //! (request ids, tracing spans, body deadline and limit, panic guard) and JSON fallbacks.
 
-
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::http::{HeaderName, HeaderValue};

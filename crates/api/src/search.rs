@@ -59,6 +59,7 @@ pub async fn search(
     let bounds = body_bounds(&state.engine.config().limits);
     // A large body waits for a parse slot like every route's (`parse_slots`); its job owns it.
     let slot = state.parse_slot(scope.tenant(), body.len()).await?;
+    let demotable = crate::state::job_demotable(read_only, slot.is_some());
     let answers = (Arc::clone(&state.answers), Arc::clone(admitted.answers()));
     let run = move |e: &Engine| {
         let parsed = parse_object_within(&body, Some(scope.tenant()), bounds);
@@ -91,11 +92,7 @@ pub async fn search(
             .map_err(|e| ApiError::Internal(format!("serialising a search answer: {e}")))?;
         hold.into_body(buf, hits, shape)
     };
-    let answer = if read_only {
-        state.run_tenant_read(&admitted, run).await
-    } else {
-        state.run_tenant(&admitted, run).await
-    };
+    let answer = state.run_tenant_as(&admitted, demotable, run).await;
     answer.map(|bytes| ([(CONTENT_TYPE, "application/json")], bytes).into_response())
 }
 

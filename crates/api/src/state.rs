@@ -118,6 +118,18 @@ pub struct AppShared {
     ready: Arc<AtomicBool>,
 }
 
+/// Whether a tenant's job may move to the background workers while the tenant is over its CPU
+/// share: one that only reads, unless it holds a parse slot (`parse_slots`), which every
+/// tenant's large bodies wait for: at the background priority, behind a flooding tenant's
+/// other jobs, it would keep them waiting for minutes.
+pub(crate) fn job_demotable(read_only: bool, holds_parse_slot: bool) -> Demotable {
+    if read_only && !holds_parse_slot {
+        Demotable::ReadOnly
+    } else {
+        Demotable::Never
+    }
+}
+
 impl AppState {
     /// Fails if the worker threads cannot be started or the security-event limits cannot be a
     /// token bucket.
@@ -233,14 +245,7 @@ impl AppState {
             (Some(tenant), Some(_)) => self.parse_slot(tenant, bytes.len()).await?,
             _ => None,
         };
-        // A job holding a parse slot, which every tenant's large bodies wait for, is never
-        // moved to the background workers: at their priority, behind a flooding tenant's
-        // other jobs, it would keep every other tenant's large bodies waiting for minutes.
-        let demotable = if slot.is_some() {
-            Demotable::Never
-        } else {
-            Demotable::ReadOnly
-        };
+        let demotable = job_demotable(true, slot.is_some());
         let parse = move |_: &Engine| {
             // The slot is the job's: held until the parse ends (or the job is dropped unrun),
             // not until the client stops waiting for it.

@@ -313,3 +313,23 @@ async fn a_parse_slot_is_held_until_its_job_ends_even_when_the_client_leaves() {
         .await
         .expect("join");
 }
+
+/// A job holding a parse slot is never moved to the background workers, a search's no more
+/// than a body's conversion; one that reads without a slot may be, one that writes never.
+#[test]
+fn a_job_holding_a_parse_slot_is_never_demoted() {
+    use strata_sched::Demotable;
+    assert!(matches!(
+        super::job_demotable(true, false),
+        Demotable::ReadOnly
+    ));
+    assert!(matches!(super::job_demotable(true, true), Demotable::Never));
+    assert!(matches!(
+        super::job_demotable(false, false),
+        Demotable::Never
+    ));
+    assert!(matches!(
+        super::job_demotable(false, true),
+        Demotable::Never
+    ));
+}
