@@ -34,9 +34,9 @@ impl Counters {
         Counters {
             live: TenantSnapshot {
                 classes: l.classes,
-                latency: l.latency.clone(),
+                latency: l.latency,
                 refusals: l.refusals,
-                queue_wait: l.queue_wait.clone(),
+                queue_wait: l.queue_wait,
                 cpu_nanos: l.cpu_nanos,
                 ..TenantSnapshot::default()
             },
