@@ -127,7 +127,7 @@ pub async fn serve<F>(
             Arc::clone(&permits),
             limits.max_connections / 4,
         ),
-        n => TenantConnections::new(n),
+        n => TenantConnections::always_binding(n, Arc::clone(&permits), limits.max_connections / 4),
     };
     let refusals = Arc::new(Semaphore::new(REFUSAL_SLOTS));
     let (stop_tx, stop_rx) = watch::channel(false);

@@ -15,6 +15,13 @@
 //! only under pressure: while a quarter of the server's connections or more are free, a
 //! tenant may hold more (a server with one busy tenant serves it with every connection). A
 //! budget set explicitly always binds.
+//!
+//! A connection no tenant's request has bound (its requests went unauthenticated, or to public
+//! routes, or were an operator's) counts for nobody, so no budget would ever close it: a client
+//! could hold the server's connections with one cheap request a minute on each (a `401`, a
+//! `/healthz`), each resetting its idle deadline. Under pressure such a connection is closed
+//! after its answer; a client that reconnects then competes for a slot again, its new
+//! connection dropped if it sends nothing before the head deadline.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -29,8 +36,9 @@ use tokio::sync::Semaphore;
 #[derive(Debug)]
 pub(crate) struct TenantConnections {
     max_per_tenant: usize,
-    /// For a budget that binds only under pressure: the server's free connection slots, and
-    /// how few of them is pressure.
+    /// Whether the budget binds at all times (set explicitly), not only under pressure.
+    always_binds: bool,
+    /// The server's free connection slots, and how few of them is pressure.
     pressure: Option<(Arc<Semaphore>, usize)>,
     open: Mutex<HashMap<TenantKey, usize>>,
 }
@@ -47,7 +55,23 @@ impl TenantConnections {
     pub(crate) fn new(max_per_tenant: usize) -> Arc<Self> {
         Arc::new(TenantConnections {
             max_per_tenant: max_per_tenant.max(1),
+            always_binds: true,
             pressure: None,
+            open: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// A budget that always binds, on a server whose free slots are `free` (pressure at
+    /// `low` or fewer: unbound connections are then closed after their answers).
+    pub(crate) fn always_binding(
+        max_per_tenant: usize,
+        free: Arc<Semaphore>,
+        low: usize,
+    ) -> Arc<Self> {
+        Arc::new(TenantConnections {
+            max_per_tenant: max_per_tenant.max(1),
+            always_binds: true,
+            pressure: Some((free, low)),
             open: Mutex::new(HashMap::new()),
         })
     }
@@ -60,16 +84,21 @@ impl TenantConnections {
     ) -> Arc<Self> {
         Arc::new(TenantConnections {
             max_per_tenant: max_per_tenant.max(1),
+            always_binds: false,
             pressure: Some((free, low)),
             open: Mutex::new(HashMap::new()),
         })
     }
 
     fn binds(&self) -> bool {
-        match &self.pressure {
-            None => true,
-            Some((free, low)) => free.available_permits() <= *low,
-        }
+        self.always_binds || self.pressed()
+    }
+
+    /// Whether the server's free connection slots are at the pressure mark or below.
+    fn pressed(&self) -> bool {
+        self.pressure
+            .as_ref()
+            .is_some_and(|(free, low)| free.available_permits() <= *low)
     }
 
     /// The handle of a new connection, counted for no tenant yet.
@@ -175,9 +204,16 @@ impl ConnectionTenant {
         }
     }
 
-    /// Whether a refusal asked for this connection to be closed after its answer.
+    /// Whether this connection is closed after its current answer: a refusal asked for it,
+    /// or no tenant's request has bound it while the server is under pressure (module docs).
     pub(crate) fn must_close(&self) -> bool {
         self.close.load(Ordering::Relaxed)
+            || (self
+                .bound
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .is_none()
+                && self.budget.pressed())
     }
 }
 
@@ -251,6 +287,28 @@ mod tests {
         conn.bind(key(1)).unwrap();
         conn.follow(&a);
         assert!(!conn.over_share(), "mixed for good");
+    }
+
+    /// A connection no tenant's request bound is kept open while the server has slots to
+    /// spare, and closed after its answer under pressure; a bound one is not.
+    #[test]
+    fn under_pressure_a_connection_no_tenant_bound_is_closed_after_its_answer() {
+        for explicit in [false, true] {
+            let free = Arc::new(Semaphore::new(8));
+            let budget = match explicit {
+                false => TenantConnections::under_pressure(4, Arc::clone(&free), 2),
+                true => TenantConnections::always_binding(4, Arc::clone(&free), 2),
+            };
+            let anonymous = budget.connection();
+            let tenant = budget.connection();
+            tenant.bind(key(1)).unwrap();
+            assert!(!anonymous.must_close() && !tenant.must_close());
+            let _held = free.try_acquire_many(6).unwrap();
+            assert!(anonymous.must_close(), "explicit budget: {explicit}");
+            assert!(!tenant.must_close(), "explicit budget: {explicit}");
+        }
+        // Without a view of the server's slots (a budget alone), never for that reason.
+        assert!(!TenantConnections::new(1).connection().must_close());
     }
 
     #[test]
