@@ -9,7 +9,11 @@
 //!   accepted, and every later head within `header_read_timeout` of its first byte;
 //! - a keep-alive connection may rest `idle_timeout` between requests;
 //! - a write that makes no progress for `write_timeout` (a client that stopped reading) ends
-//!   the connection.
+//!   the connection, and so does one whose client reads too slowly to keep up: once a write
+//!   has stalled, each byte the client takes moves the deadline on by its share of
+//!   [`MIN_STALLED_PROGRESS`] per `write_timeout`, so a client taking one segment every few
+//!   seconds (which reset a plain timeout each time) cannot hold an answer, and the memory it
+//!   holds, for ever.
 //!
 //! A head cut short by its deadline is answered `408 REQUEST_TIMEOUT` before the close; a
 //! connection that said nothing, or rested too long, is simply closed.
@@ -50,6 +54,10 @@ const LINGER_QUIET: Duration = Duration::from_millis(500);
 const LINGER_MAX: Duration = Duration::from_secs(5);
 /// Reads per poll while discarding, so a fast sender cannot monopolise a worker thread.
 const LINGER_READS_PER_POLL: usize = 16;
+
+/// Bytes a client whose answer has stalled must take per `write_timeout` to keep the
+/// connection (64 KiB: about 2 KiB/s at the default 30 s; module docs).
+const MIN_STALLED_PROGRESS: u64 = 64 * 1024;
 
 /// The deadlines and limits of one connection's socket.
 #[derive(Debug, Clone, Copy)]
@@ -311,17 +319,39 @@ impl GuardedIo {
         Poll::Pending
     }
 
-    fn wrote<T>(
+    fn wrote(
         &mut self,
-        result: Poll<io::Result<T>>,
+        result: Poll<io::Result<usize>>,
         cx: &mut Context<'_>,
-    ) -> Poll<io::Result<T>> {
+    ) -> Poll<io::Result<usize>> {
         match result {
-            Poll::Ready(r) => {
+            Poll::Ready(Ok(n)) => {
+                self.progressed(n);
+                Poll::Ready(Ok(n))
+            }
+            Poll::Ready(Err(e)) => {
                 self.write_deadline = None;
-                Poll::Ready(r)
+                Poll::Ready(Err(e))
             }
             Poll::Pending => self.write_stalled(cx),
+        }
+    }
+
+    /// `n` bytes taken by the client during a stall move its deadline on by their share of
+    /// [`MIN_STALLED_PROGRESS`] per `write_timeout`; the stall ends once the deadline is a
+    /// whole `write_timeout` away again (the client has caught up).
+    fn progressed(&mut self, n: usize) {
+        let Some(deadline) = self.write_deadline else {
+            return;
+        };
+        let full = self.limits.write_timeout;
+        let share = (n as f64 / MIN_STALLED_PROGRESS as f64).min(1.0);
+        let moved = deadline + full.mul_f64(share);
+        if moved >= Instant::now() + full {
+            self.write_deadline = None;
+        } else {
+            self.write_deadline = Some(moved);
+            self.write_timer.as_mut().reset(moved);
         }
     }
 
@@ -613,6 +643,37 @@ mod tests {
             }
         };
         assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+    }
+
+    /// During a stall, bytes the client takes move the deadline on by their share of the
+    /// least rate only: a segment now and then (which reset a plain timeout) does not keep
+    /// the connection; taking a whole share ends the stall.
+    #[tokio::test]
+    async fn a_stalled_write_needs_the_least_rate_to_go_on() {
+        let (_client, mut io, _) = pair().await;
+        let full = LIMITS.write_timeout;
+        // A stall three quarters of the way to its deadline.
+        let start = Instant::now() + full / 4;
+        io.write_deadline = Some(start);
+        // One TCP segment: about 2 % of a share, so about 2 % of the timeout further on.
+        io.progressed(1448);
+        let moved = io.write_deadline.expect("still stalled") - start;
+        let expected = full.mul_f64(1448.0 / MIN_STALLED_PROGRESS as f64);
+        assert!(
+            moved.abs_diff(expected) < Duration::from_millis(1),
+            "{moved:?}"
+        );
+        // Twenty more segments leave it well short of a fresh deadline.
+        for _ in 0..20 {
+            io.progressed(1448);
+        }
+        assert!(io.write_deadline.is_some_and(|d| d < Instant::now() + full));
+        // The rest of a share at once: caught up, no stall any more.
+        io.progressed(MIN_STALLED_PROGRESS as usize);
+        assert_eq!(io.write_deadline, None);
+        // Progress without a stall changes nothing.
+        io.progressed(10);
+        assert_eq!(io.write_deadline, None);
     }
 
     #[tokio::test]
