@@ -323,18 +323,26 @@ pub async fn get(
     auth: TenantAuth,
     PathParam(id): PathParam,
     RawQuery(q): RawQuery,
-) -> Result<Json<RecordBody>, ApiError> {
+) -> Result<Response, ApiError> {
     let id = record_id(id)?;
     let q = QueryInput::parse(q.as_deref(), &[INCLUDE])?;
     let fields = RecordFields::from_query(q.get(INCLUDE))?;
     let req = auth.request_scope(ScopeParts::default(), q.scope)?;
     let scope = auth.scope;
-    let record = state
+    // One record with its vector can be half a megabyte of JSON (64 KiB of escaped content,
+    // 4,096 dimensions): counted in the tenant's answer memory like a page's, so a tenant
+    // asking for many on connections it reads slowly is refused before it holds them all.
+    let shape = fields.shape();
+    let hold = state.reserve_answer(&auth.admitted, 1, shape)?;
+    let bytes = state
         .run_tenant_read(&auth.admitted, move |e| {
-            Ok(e.get_with(&scope, &req, &id, fields.vectors())?)
+            let record = e.get_with(&scope, &req, &id, fields.vectors())?;
+            let buf = serde_json::to_vec(&RecordBody::project(record, fields))
+                .map_err(|e| ApiError::Internal(format!("serialising a record: {e}")))?;
+            hold.into_body(buf, 1, shape)
         })
         .await?;
-    Ok(Json(RecordBody::project(record, fields)))
+    Ok(([(CONTENT_TYPE, "application/json")], bytes).into_response())
 }
 
 /// The query parameter that names what a record answer carries.
