@@ -9,11 +9,12 @@
 //!   accepted, and every later head within `header_read_timeout` of its first byte;
 //! - a keep-alive connection may rest `idle_timeout` between requests;
 //! - a write that makes no progress for `write_timeout` (a client that stopped reading) ends
-//!   the connection, and so does one whose client reads too slowly to keep up: once a write
-//!   has stalled, each byte the client takes moves the deadline on by its share of
-//!   [`MIN_STALLED_PROGRESS`] per `write_timeout`, so a client taking one segment every few
-//!   seconds (which reset a plain timeout each time) cannot hold an answer, and the memory it
-//!   holds, for ever.
+//!   the connection, and so does one whose client reads too slowly to keep up: the time writes
+//!   wait for the client is a debt, which the bytes it takes pay off at
+//!   [`MIN_STALLED_PROGRESS`] per `write_timeout`, and a write gives up once it has waited
+//!   `write_timeout` less the debt. A client taking one segment every few seconds (which reset
+//!   a plain timeout each time) cannot hold an answer, and the memory it holds, for ever; time
+//!   no write waits (the server computing, a rest between requests) costs a client nothing.
 //!
 //! A head cut short by its deadline is answered `408 REQUEST_TIMEOUT` before the close; a
 //! connection that said nothing, or rested too long, is simply closed.
@@ -192,7 +193,12 @@ pub(crate) struct GuardedIo {
     read_deadline: Option<Instant>,
     read_timer: Pin<Box<Sleep>>,
     read_timer_at: Option<Instant>,
-    /// When the current stalled write gives up; `None` while writes make progress.
+    /// When the write pending now began to wait; `None` while no write waits.
+    pending_since: Option<Instant>,
+    /// Time writes have waited for the client, less the credit its reads have earned (see
+    /// [`MIN_STALLED_PROGRESS`]): a write waiting `write_timeout` minus this gives up.
+    stall_debt: Duration,
+    /// When the pending write gives up, as the timer is set.
     write_deadline: Option<Instant>,
     write_timer: Pin<Box<Sleep>>,
     /// Our own answer, sent in place of hyper's, and how much of it is out.
@@ -224,6 +230,8 @@ impl GuardedIo {
             read_deadline: Some(now + limits.header_read_timeout),
             read_timer: Box::pin(tokio::time::sleep_until(now)),
             read_timer_at: None,
+            pending_since: None,
+            stall_debt: Duration::ZERO,
             write_deadline: None,
             write_timer: Box::pin(tokio::time::sleep_until(now)),
             own: Vec::new(),
@@ -298,17 +306,15 @@ impl GuardedIo {
         )))
     }
 
-    /// Turns a pending write into a timeout once it has been pending for `write_timeout`.
+    /// Turns a pending write into a timeout once it has been pending for `write_timeout`,
+    /// less the stall debt the client has run up (see [`Self::progressed`]).
     fn write_stalled<T>(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<T>> {
-        let deadline = match self.write_deadline {
-            Some(d) => d,
-            None => {
-                let d = Instant::now() + self.limits.write_timeout;
-                self.write_timer.as_mut().reset(d);
-                self.write_deadline = Some(d);
-                d
-            }
-        };
+        let since = *self.pending_since.get_or_insert_with(Instant::now);
+        let deadline = since + self.limits.write_timeout.saturating_sub(self.stall_debt);
+        if self.write_deadline != Some(deadline) {
+            self.write_timer.as_mut().reset(deadline);
+            self.write_deadline = Some(deadline);
+        }
         if self.write_timer.as_mut().poll(cx).is_ready() {
             tracing::debug!(peer = %self.peer, ?deadline, "client stopped reading; closing");
             return Poll::Ready(Err(io::Error::new(
@@ -330,29 +336,25 @@ impl GuardedIo {
                 Poll::Ready(Ok(n))
             }
             Poll::Ready(Err(e)) => {
-                self.write_deadline = None;
+                (self.pending_since, self.write_deadline) = (None, None);
                 Poll::Ready(Err(e))
             }
             Poll::Pending => self.write_stalled(cx),
         }
     }
 
-    /// `n` bytes taken by the client during a stall move its deadline on by their share of
-    /// [`MIN_STALLED_PROGRESS`] per `write_timeout`; the stall ends once the deadline is a
-    /// whole `write_timeout` away again (the client has caught up).
+    /// A write of `n` bytes went out: the time it waited for the client, if it waited, is
+    /// added to the stall debt, and the bytes pay it off at [`MIN_STALLED_PROGRESS`] per
+    /// `write_timeout`. Only time a write waits counts: a server that is slow to write, or
+    /// a connection resting between requests, runs up no debt.
     fn progressed(&mut self, n: usize) {
-        let Some(deadline) = self.write_deadline else {
-            return;
-        };
+        if let Some(since) = self.pending_since.take() {
+            self.stall_debt += since.elapsed();
+        }
         let full = self.limits.write_timeout;
         let share = (n as f64 / MIN_STALLED_PROGRESS as f64).min(1.0);
-        let moved = deadline + full.mul_f64(share);
-        if moved >= Instant::now() + full {
-            self.write_deadline = None;
-        } else {
-            self.write_deadline = Some(moved);
-            self.write_timer.as_mut().reset(moved);
-        }
+        self.stall_debt = self.stall_debt.saturating_sub(full.mul_f64(share));
+        self.write_deadline = None;
     }
 
     /// Sends what is left of our own answer.
@@ -645,35 +647,38 @@ mod tests {
         assert_eq!(err.kind(), io::ErrorKind::TimedOut);
     }
 
-    /// During a stall, bytes the client takes move the deadline on by their share of the
-    /// least rate only: a segment now and then (which reset a plain timeout) does not keep
-    /// the connection; taking a whole share ends the stall.
+    /// Time a write waits for the client runs up a debt that the bytes it then takes pay
+    /// off at the least rate only: a segment now and then (which reset a plain timeout) does
+    /// not keep the connection; time no write waits (a slow server, a rest between requests)
+    /// adds nothing.
     #[tokio::test]
     async fn a_stalled_write_needs_the_least_rate_to_go_on() {
         let (_client, mut io, _) = pair().await;
         let full = LIMITS.write_timeout;
-        // A stall three quarters of the way to its deadline.
-        let start = Instant::now() + full / 4;
-        io.write_deadline = Some(start);
-        // One TCP segment: about 2 % of a share, so about 2 % of the timeout further on.
+        let segment = full.mul_f64(1448.0 / MIN_STALLED_PROGRESS as f64);
+        // A write waited three quarters of the timeout, then one segment went out.
+        io.pending_since = Some(Instant::now() - full * 3 / 4);
         io.progressed(1448);
-        let moved = io.write_deadline.expect("still stalled") - start;
-        let expected = full.mul_f64(1448.0 / MIN_STALLED_PROGRESS as f64);
+        let debt = io.stall_debt;
+        let expected = full * 3 / 4 - segment;
         assert!(
-            moved.abs_diff(expected) < Duration::from_millis(1),
-            "{moved:?}"
+            debt.abs_diff(expected) < Duration::from_millis(20),
+            "{debt:?}"
         );
-        // Twenty more segments leave it well short of a fresh deadline.
-        for _ in 0..20 {
-            io.progressed(1448);
-        }
-        assert!(io.write_deadline.is_some_and(|d| d < Instant::now() + full));
-        // The rest of a share at once: caught up, no stall any more.
+        assert_eq!((io.pending_since, io.write_deadline), (None, None));
+        // Time without a write waiting adds nothing.
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        io.progressed(0);
+        assert_eq!(io.stall_debt, debt);
+        // The next wait gives up after what is left of the timeout only.
+        let before = Instant::now();
+        let _ = std::future::poll_fn(|cx| Poll::Ready(io.write_stalled::<()>(cx))).await;
+        let left = io.write_deadline.expect("a deadline") - before;
+        assert!(left <= full - debt + Duration::from_millis(5), "{left:?}");
+        // Reading a whole share pays the debt off.
+        io.pending_since = None;
         io.progressed(MIN_STALLED_PROGRESS as usize);
-        assert_eq!(io.write_deadline, None);
-        // Progress without a stall changes nothing.
-        io.progressed(10);
-        assert_eq!(io.write_deadline, None);
+        assert_eq!(io.stall_debt, Duration::ZERO);
     }
 
     #[tokio::test]
