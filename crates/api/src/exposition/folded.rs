@@ -68,6 +68,28 @@ impl Counters {
         }
     }
 
+    /// Each counter's larger value of `self` and `o`: what a tenant's counters were at the
+    /// latest of two snapshots, whichever order two scrapes took them in.
+    fn max(&self, o: &Counters) -> Counters {
+        let hist = |a: &HistogramSnapshot, b: &HistogramSnapshot| HistogramSnapshot {
+            buckets: std::array::from_fn(|i| a.buckets[i].max(b.buckets[i])),
+            sum_nanos: a.sum_nanos.max(b.sum_nanos),
+        };
+        let (a, b) = (&self.live, &o.live);
+        Counters {
+            live: TenantSnapshot {
+                classes: std::array::from_fn(|i| a.classes[i].max(b.classes[i])),
+                latency: hist(&a.latency, &b.latency),
+                refusals: std::array::from_fn(|i| a.refusals[i].max(b.refusals[i])),
+                queue_wait: hist(&a.queue_wait, &b.queue_wait),
+                cpu_nanos: a.cpu_nanos.max(b.cpu_nanos),
+                ..TenantSnapshot::default()
+            },
+            loads: self.loads.max(o.loads),
+            evictions: self.evictions.max(o.evictions),
+        }
+    }
+
     fn add(&mut self, o: &Counters) {
         self.live.add(&o.live);
         self.loads += o.loads;
@@ -93,20 +115,29 @@ impl FoldedCounters {
     /// Takes this scrape's tenants (those not in `labelled` are folded); returns `(other)`'s
     /// counters, never lower than at any earlier scrape.
     pub(crate) fn fold(&self, tenants: &[TenantRow], labelled: &BTreeSet<String>) -> Counters {
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut guard = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let state = &mut *guard;
         let mut last = HashMap::with_capacity(tenants.len());
         for t in tenants {
             let key = (t.info.id.clone(), t.info.created_at);
             let now = Counters::of(t);
+            let before = state.last.get(&key);
             if !labelled.contains(t.info.id.as_str()) {
-                let grown = match state.last.get(&key) {
+                let grown = match before {
                     Some(before) => now.since(before),
                     // First seen (the first scrape, or a new tenant): all of it is new here.
                     None => now.clone(),
                 };
                 state.total.add(&grown);
             }
-            last.insert(key, now);
+            // Two scrapes at once (two Prometheus servers) may fold their snapshots in either
+            // order: what is kept is the latest value of each counter, so an older snapshot
+            // folded second cannot make the next scrape count its growth again.
+            let seen = match before {
+                Some(before) => now.max(before),
+                None => now,
+            };
+            last.insert(key, seen);
         }
         // Tenants gone from the registry are forgotten; what they added stays in the total.
         state.last = last;

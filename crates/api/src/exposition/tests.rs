@@ -474,13 +474,19 @@ fn other_counters_never_go_down_as_tenants_come_and_go() {
     // b folded now: its growth since the last scrape only (it grew by 2).
     rows[1].live = live(12, 0);
     assert_eq!(scrape(&rows), (1_006.0, 2.0));
+    // Two scrapes at once, the older snapshot folded second: c's growth counts once.
+    let older = rows.clone();
+    rows[2].live = live(10, 0);
+    assert_eq!(scrape(&rows), (1_012.0, 2.0));
+    assert_eq!(scrape(&older), (1_012.0, 2.0));
+    assert_eq!(scrape(&rows), (1_012.0, 2.0));
     // a purged, c purged: nothing taken away.
     rows.retain(|r| r.info.id.as_str() == "b");
-    assert_eq!(scrape(&rows), (1_006.0, 2.0));
+    assert_eq!(scrape(&rows), (1_012.0, 2.0));
     // A tenant created again under c's id starts from its own zero.
     let mut again = row("c", 1, live(2, 0));
     again.info.created_at = 5;
     again.residency.loads = 1;
     rows.push(again);
-    assert_eq!(scrape(&rows), (1_008.0, 3.0));
+    assert_eq!(scrape(&rows), (1_014.0, 3.0));
 }
