@@ -160,6 +160,29 @@ pub(crate) mod tests {
         assert!(dest.is_dir());
     }
 
+    /// A tenant's data move into its own file stops at a chunk once the disk's free space is
+    /// below half the reserve, its copy left for the move's own clean-up; with room it goes on.
+    #[test]
+    fn a_data_move_stops_when_the_disk_fills_under_it() {
+        let (_dir, store, t) = crate::test_tenant::store_with_tenant("acme");
+        for i in 0..10 {
+            crate::test_tenant::put(&store, t, &format!("k{i}"), b"v");
+        }
+        let file = store.create_dedicated(t).unwrap();
+        let target = || crate::placement::CopyTarget::File(&file);
+        let (after, _) = store.copy_chunk(t, target(), None, 2).unwrap();
+        FAKE_AVAILABLE.set(Some(RESERVE_BYTES / 4));
+        let stopped = store
+            .copy_chunk(t, target(), after.as_deref(), 2)
+            .unwrap_err();
+        FAKE_AVAILABLE.set(None);
+        assert!(
+            stopped.to_string().contains("a data move stopped"),
+            "{stopped}"
+        );
+        store.copy_chunk(t, target(), after.as_deref(), 2).unwrap();
+    }
+
     /// Free space that falls below half the reserve while a backup copies (another copy, the
     /// tenants' writes) stops it, its partial copy removed, and the tenants' writes go on.
     #[test]

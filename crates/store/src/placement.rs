@@ -553,6 +553,9 @@ impl Store {
         after: Option<&[u8]>,
         limit: usize,
     ) -> Result<(Option<Vec<u8>>, u64), StoreError> {
+        // A move copies a whole tenant onto the data disk: it stops, as a vacuum or a backup
+        // does, before it takes the room the tenants' writes need.
+        crate::disk_room::keep_reserve(self.data_dir(), "a data move")?;
         let prefix = keys::tenant_all(t);
         let chunk: Vec<(Vec<u8>, Vec<u8>)> = {
             let r = self.read()?;

@@ -346,7 +346,10 @@ impl Store {
     /// under the caller's lock.
     fn write_new_file(&self, old: &Database, path: &Path) -> Result<Db, StoreError> {
         let mut fresh = open_database(path, self.file_options())?;
-        copy_tables(&old.begin_read()?, &fresh, &|_| Ok(()))?;
+        let dir = self.data_dir();
+        copy_tables(&old.begin_read()?, &fresh, &|_| {
+            crate::disk_room::keep_reserve(dir, "a vacuum")
+        })?;
         compact_new(&mut fresh)?;
         Ok(fresh)
     }
