@@ -18,6 +18,9 @@ use strata_types::{Millis, TenantId, now_millis};
 
 use crate::registry::lock;
 
+/// The longest a creation waits for a purged id's seconds to pass; past it, it is refused.
+const MAX_WAIT_MS: Millis = 10_000;
+
 /// Marks a purge that has begun and not ended yet.
 const UNDER_WAY: Millis = Millis::MAX;
 
@@ -73,8 +76,11 @@ impl RecentPurges {
     }
 
     /// Blocks until `id`'s last purge (if recent) has ended and a new whole second has begun
-    /// since: at most about a second, and only for an id purged just before.
-    pub(crate) fn wait_to_create(&self, id: &TenantId) {
+    /// since, past the leeway: only for an id purged just before, and for at most
+    /// [`MAX_WAIT_MS`] once the purge has ended; a longer wait (a leeway of more than a few
+    /// seconds) is refused instead, `409` naming when the id is free, rather than holding the
+    /// request (and a client's timeout) for minutes.
+    pub(crate) fn wait_to_create(&self, id: &TenantId) -> Result<(), crate::EngineError> {
         loop {
             let now = now_millis();
             let remembered = self.remembered_ms();
@@ -89,17 +95,24 @@ impl RecentPurges {
                     .filter(|&at| at <= now && now - at < remembered);
                 // The last second a token of the purged incarnation can name.
                 match ended.get(id).copied().or(before_start) {
-                    None => return,
+                    None => return Ok(()),
                     Some(UNDER_WAY) => 1,
                     Some(at) => {
                         let last = at.div_euclid(1000).saturating_add(self.leeway_secs);
                         if now.div_euclid(1000) > last {
-                            return;
+                            return Ok(());
                         }
                         (last + 1) * 1000 - now
                     }
                 }
             };
+            if wait > MAX_WAIT_MS {
+                return Err(crate::EngineError::IdConflict(format!(
+                    "tenant {id} was purged moments ago: it can be created again in {} s, once \
+                     no token of the purged tenant can name the new one (auth.jwt_leeway_secs)",
+                    (wait + 999) / 1000
+                )));
+            }
             std::thread::sleep(Duration::from_millis(wait.clamp(1, 1000) as u64));
         }
     }
@@ -116,13 +129,13 @@ mod tests {
         let other = TenantId::parse("other").unwrap();
         drop(purges.begin(&id));
         let ended = lock(&purges.ended_at)[&id];
-        purges.wait_to_create(&id);
+        purges.wait_to_create(&id).unwrap();
         assert!(now_millis().div_euclid(1000) > ended.div_euclid(1000));
         // Another id does not wait, and neither does one purged long ago.
         let before = std::time::Instant::now();
-        purges.wait_to_create(&other);
+        purges.wait_to_create(&other).unwrap();
         lock(&purges.ended_at).insert(id.clone(), now_millis() - purges.remembered_ms());
-        purges.wait_to_create(&id);
+        purges.wait_to_create(&id).unwrap();
         assert!(before.elapsed() < Duration::from_millis(500));
         assert!(lock(&purges.ended_at).is_empty(), "old entries are dropped");
     }
@@ -131,13 +144,17 @@ mod tests {
     fn after_a_restart_no_id_is_created_in_the_second_of_the_last_purge() {
         let at = now_millis();
         let purges = RecentPurges::after_restart(Some(at), 0);
-        purges.wait_to_create(&TenantId::parse("any").unwrap());
+        purges
+            .wait_to_create(&TenantId::parse("any").unwrap())
+            .unwrap();
         assert!(now_millis().div_euclid(1000) > at.div_euclid(1000));
         // A purge long before the start costs nothing, and neither does one in the future.
         for at in [at - 5_000, at + 3_600_000, Millis::MAX] {
             let purges = RecentPurges::after_restart(Some(at), 0);
             let before = std::time::Instant::now();
-            purges.wait_to_create(&TenantId::parse("any").unwrap());
+            purges
+                .wait_to_create(&TenantId::parse("any").unwrap())
+                .unwrap();
             assert!(before.elapsed() < Duration::from_millis(500), "{at}");
         }
     }
@@ -150,8 +167,25 @@ mod tests {
         let id = TenantId::parse("acme").unwrap();
         drop(purges.begin(&id));
         let ended = lock(&purges.ended_at)[&id];
-        purges.wait_to_create(&id);
+        purges.wait_to_create(&id).unwrap();
         assert!(now_millis().div_euclid(1000) > ended.div_euclid(1000) + 1);
+    }
+
+    /// A leeway of minutes is not waited out inside a request: the creation is refused at
+    /// once, naming when the id is free.
+    #[test]
+    fn a_wait_longer_than_ten_seconds_is_refused_naming_when() {
+        let purges = RecentPurges::after_restart(None, 60);
+        let id = TenantId::parse("acme").unwrap();
+        drop(purges.begin(&id));
+        let started = std::time::Instant::now();
+        let err = purges.wait_to_create(&id).unwrap_err().to_string();
+        assert!(started.elapsed() < Duration::from_millis(500));
+        assert!(err.contains("can be created again in 6"), "{err}");
+        // Another id is not held up.
+        purges
+            .wait_to_create(&TenantId::parse("other").unwrap())
+            .unwrap();
     }
 
     #[test]
@@ -161,7 +195,7 @@ mod tests {
         let under_way = purges.begin(&id);
         std::thread::scope(|s| {
             let created = s.spawn(|| {
-                purges.wait_to_create(&id);
+                purges.wait_to_create(&id).unwrap();
                 now_millis()
             });
             std::thread::sleep(Duration::from_millis(50));

@@ -360,7 +360,7 @@ impl Engine {
         let metadata = metadata.unwrap_or_default();
         tenant_metadata::check(&metadata)?;
         // A JWT minted for an incarnation purged just before must not match this one.
-        self.recent_purges.wait_to_create(id);
+        self.recent_purges.wait_to_create(id)?;
         let now = now_millis();
         let create = |w: &mut Writer<'_>| {
             if w.tenant(id)?.is_some() {

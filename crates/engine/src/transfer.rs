@@ -309,7 +309,7 @@ impl Engine {
         lines: impl IntoIterator<Item = Result<ExportLine, EngineError>>,
     ) -> Result<TenantInfo, EngineError> {
         // A JWT minted for an incarnation purged just before must not match this one.
-        self.recent_purges.wait_to_create(id);
+        self.recent_purges.wait_to_create(id)?;
         let now = now_millis();
         let key = self.store.write(|w| {
             if w.tenant(id)?.is_some() {
