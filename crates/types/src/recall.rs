@@ -33,7 +33,8 @@ pub struct RecallParams {
     pub max_fanout: usize,
     /// Follow only links with these relations; every relation when absent. An empty list
     /// is refused: it would follow nothing (ask for `depth: 0` to recall the seeds alone).
-    #[schema(min_items = 1)]
+    /// At most 64 (each link read is compared with them).
+    #[schema(min_items = 1, max_items = 64)]
     pub relations: Option<Vec<Relation>>,
 }
 
@@ -60,6 +61,9 @@ pub const RECALL_KEYS: &[&str] = &[
     "relations",
 ];
 
+/// The most relations a recall may name.
+pub const MAX_RECALL_RELATIONS: usize = 64;
+
 impl RecallParams {
     /// Checks the ranges; the message names the field.
     pub fn validate(&self, k: usize) -> Result<(), String> {
@@ -81,6 +85,14 @@ impl RecallParams {
         }
         if self.max_fanout == 0 || self.max_fanout > 100 {
             return Err("max_fanout: must be 1 to 100".into());
+        }
+        if let Some(rels) = &self.relations
+            && rels.len() > MAX_RECALL_RELATIONS
+        {
+            return Err(format!(
+                "relations: at most {MAX_RECALL_RELATIONS} (each link spreading reads is \
+                 compared with them)"
+            ));
         }
         if self.relations.as_ref().is_some_and(Vec::is_empty) {
             return Err(
@@ -183,6 +195,24 @@ mod tests {
                 ..p.clone()
             },
             "relations:",
+        );
+        let many: Vec<Relation> = (0..=MAX_RECALL_RELATIONS)
+            .map(|i| Relation::parse(format!("r{i}")).unwrap())
+            .collect();
+        bad(
+            RecallParams {
+                relations: Some(many.clone()),
+                ..p.clone()
+            },
+            "relations:",
+        );
+        assert!(
+            RecallParams {
+                relations: Some(many[..MAX_RECALL_RELATIONS].to_vec()),
+                ..p.clone()
+            }
+            .validate(10)
+            .is_ok()
         );
         bad(
             RecallParams {
