@@ -778,10 +778,21 @@ impl Engine {
                     }
                     .validate()
                     .map_err(|e| at(e.0))?;
+                    let mut domains = Vec::with_capacity(2);
                     for id in [&l.source, &l.target] {
-                        if w.record_scope(key, id, &mut memo)?.is_none() {
-                            return Err(at(format!("record {id} is not in the import")));
+                        match w.record_scope(key, id, &mut memo)? {
+                            Some(scope) => domains.push(scope.memory_domain),
+                            None => return Err(at(format!("record {id} is not in the import"))),
                         }
+                    }
+                    // As a request's link: a link between domains could be neither seen nor
+                    // deleted by any request, yet it would count against the tenant's quota
+                    // and its records' link caps.
+                    if domains[0] != domains[1] {
+                        return Err(at(format!(
+                            "{} and {} are in different domains ({} and {})",
+                            l.source, l.target, domains[0], domains[1]
+                        )));
                     }
                     if w.put_link(key, l)?.is_some() {
                         return Err(at("appears twice".into()));

@@ -498,3 +498,57 @@ fn an_import_refuses_a_second_pheromone_or_narrative_for_the_same_key() {
         assert!(engine.tenant_meta(&copy).is_err(), "no tenant was left");
     }
 }
+
+/// A link between records of two domains is refused by an import, naming its line, as a
+/// request's link would be: no request could see or delete it.
+#[test]
+fn an_import_refuses_a_link_between_domains() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path(), EngineConfig::default()).unwrap();
+    let op = OperatorScope::for_tests();
+    let id = TenantId::parse("acme").unwrap();
+    engine.create_tenant(&op, &id, None).unwrap();
+    let scope = admin_scope(&engine, "acme");
+    for domain in ["a", "b"] {
+        let req = RequestScope {
+            memory_domain: Some(strata_types::Domain::parse(domain).unwrap()),
+            ..RequestScope::default()
+        };
+        let record = NewRecord {
+            id: Some(strata_types::RecordId::parse(format!("in-{domain}")).unwrap()),
+            content: Some(format!("kept in {domain}")),
+            vector: Some(vec![0.1; 384]),
+            ..Default::default()
+        };
+        engine.put(&scope, &req, vec![record]).unwrap();
+    }
+    let mut lines: Vec<ExportLine> = Vec::new();
+    engine
+        .export_tenant(&op, &id, |l| {
+            lines.push(l.clone());
+            Ok(())
+        })
+        .unwrap();
+    let Some(ExportLine::End(mut counts)) = lines.pop() else {
+        panic!("an export ends with its end line")
+    };
+    lines.push(ExportLine::Link(strata_types::Link {
+        source: strata_types::RecordId::parse("in-a").unwrap(),
+        target: strata_types::RecordId::parse("in-b").unwrap(),
+        relation: strata_types::Relation::parse("next").unwrap(),
+        weight: 0.5,
+        created_at: 1,
+    }));
+    let n = lines.len();
+    counts.links += 1;
+    lines.push(ExportLine::End(counts));
+    let copy = TenantId::parse("copy").unwrap();
+    match engine.import_tenant(&op, &copy, lines.into_iter().map(Ok)) {
+        Err(EngineError::BadRequest(m)) => {
+            assert!(m.starts_with(&format!("import line {n}: link:")), "{m}");
+            assert!(m.contains("different domains"), "{m}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(engine.tenant_meta(&copy).is_err(), "no tenant was left");
+}
