@@ -354,7 +354,8 @@ pub(crate) fn link_to_run(
     let tokens = &record.user_tokens;
     // The previous turn of the same principals: a turn of another principal set is not one of
     // this chain (linking it would tie one principal's private records to another's, and break
-    // each one's chain), nor is a record since moved to another domain, run or principals.
+    // each one's chain), nor is a record since moved to another domain, run or principals,
+    // nor one expired (nobody sees it: the new turn starts a fresh chain).
     if let Some(prev) = w.run_tail(key, domain, run.as_str(), tokens)?
         && prev != record.id
         && w.record_scope(key, &prev, &mut strata_store::HiddenMemo::default())?
@@ -362,6 +363,7 @@ pub(crate) fn link_to_run(
                 p.memory_domain == *domain
                     && p.run_id.as_ref() == Some(run)
                     && p.user_tokens == *tokens
+                    && p.expires_at.is_none_or(|at| at > now)
             })
         && w.link_count(key, &prev, false)? < MAX_LINKS_PER_RECORD
     {

@@ -184,6 +184,34 @@ fn link_runs_chains_a_sessions_turns_for_recall() {
         .expect("t3 reached");
     assert!(matches!(t3.via, Via::Path(_)), "{:?}", t3.via);
 
+    // A turn that has expired is no one's to see: the next turn of its run starts a fresh
+    // chain instead of being linked from it.
+    let soon = strata_types::now_millis() + 300;
+    let r = NewRecord {
+        id: Some(RecordId::parse("brief").unwrap()),
+        modality: Some(turns.clone()),
+        run_id: Some(RunId::parse("s3").unwrap()),
+        vector: Some(vec![1.0, 0.0]),
+        expires_at: Some(soon),
+        ..Default::default()
+    };
+    engine.put(&scope, &req, vec![r]).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(400));
+    write("after", "s3", [0.0, 1.0]);
+    // The export holds every stored link, seen or not.
+    let mut into_after = Vec::new();
+    engine
+        .export_tenant(&op, &id, |line| {
+            if let strata_engine::ExportLine::Link(l) = line
+                && l.target.as_str() == "after"
+            {
+                into_after.push(l.source.to_string());
+            }
+            Ok(())
+        })
+        .unwrap();
+    assert!(into_after.is_empty(), "{into_after:?}");
+
     // Two principals taking turns in one run: each one's turns chain on their own, and no
     // link ties one's private record to the other's.
     let as_ = |who: &str| -> RequestScope {
