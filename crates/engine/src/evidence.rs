@@ -26,10 +26,13 @@ impl Engine {
         let now = now_millis();
         let vis = Visibility::resolve(scope, req, Permission::Write, now)?;
         self.write_tenant(scope, "memory.evidence", |w, changes| {
+            // Judged at the commit, not at arrival: a record that expired while the request
+            // waited for the write lock is gone, not brought back by its evidence.
+            let vis = vis.at_commit();
             // Evidence rewrites the record's confidence, so it is a write of the record.
             let mut record = writable(w.record(scope.key(), id)?, &vis)?;
             record.confidence = record.confidence.with_evidence(evidence);
-            record.updated_at = now;
+            record.updated_at = vis.now;
             store_record(w, changes, scope, &record)?;
             Ok(record)
         })

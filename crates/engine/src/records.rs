@@ -166,6 +166,11 @@ impl Engine {
         check_expiry(patch.expires_at.flatten(), now)?;
         let embedded = self.embed_patched_content(scope, &vis, id, &patch)?;
         self.write_tenant(scope, "memory.patch", |w, changes| {
+            // Judged at the commit, not at arrival (the embedding and the write lock come
+            // between): a record that expired meanwhile is gone for every reader, and a patch
+            // clearing its expiry must not bring it back.
+            let vis = vis.at_commit();
+            let now = vis.now;
             let mut record = writable(w.record(scope.key(), id)?, &vis)?;
             if let Some(v) = patch.vector {
                 let c = collection_of(w, scope, &record)?;
@@ -325,9 +330,7 @@ impl PreparedPut {
     /// expired, and the new records' times, are those of the commit, not of the request's
     /// arrival.
     fn vis_at_commit(&self) -> Visibility {
-        let mut vis = self.vis.clone();
-        vis.now = now_millis().max(vis.now);
-        vis
+        self.vis.at_commit()
     }
 
     /// [`PreparedPut::apply`] of copies of the records, so that it can run again.

@@ -50,6 +50,14 @@ pub(crate) struct Visibility {
 }
 
 impl Visibility {
+    /// The same, judged at this moment (never earlier than it was): for a write that resolved
+    /// its scope on arrival and commits later, so that what expired meanwhile is gone.
+    pub fn at_commit(&self) -> Visibility {
+        let mut vis = self.clone();
+        vis.now = strata_types::now_millis().max(vis.now);
+        vis
+    }
+
     /// Resolves `req` for an operation that needs `permission`.
     pub fn resolve(
         scope: &TenantScope,

@@ -189,3 +189,22 @@ fn a_slot_with_an_unknown_token_set_is_seen_by_nobody() {
         }
     }
 }
+
+/// A write that resolved its scope on arrival judges the record at its commit: one that
+/// expired in between is gone for it too (a patch or evidence cannot bring it back).
+#[test]
+fn a_visibility_judged_at_commit_no_longer_sees_what_expired_since_arrival() {
+    let now = strata_types::now_millis();
+    let arrival = visibility(&(0, None, None, None, false, now - 1_000));
+    let expiring = record(0, &(0, None, None, Vec::new(), Some(now - 500)));
+    assert!(
+        arrival.sees(&expiring),
+        "unexpired when the request arrived"
+    );
+    let commit = arrival.at_commit();
+    assert!(!commit.sees(&expiring), "expired by the commit");
+    assert!(commit.now >= now);
+    // Never earlier than it was (a clock stepped back).
+    let ahead = visibility(&(0, None, None, None, false, now + 60_000));
+    assert_eq!(ahead.at_commit().now, now + 60_000);
+}
