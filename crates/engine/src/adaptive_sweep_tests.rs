@@ -149,3 +149,52 @@ fn feedback_blends_into_the_narrative_as_stored() {
     assert_eq!(second.updates, 1, "the deleted narrative came back blended");
     assert!(second.vector[0].abs() < 1e-6, "{:?}", second.vector);
 }
+
+/// The sweep leaves a suspended tenant's state as it is, as the expiry sweep leaves its
+/// records, and sweeps it again once it is resumed; the other tenants are swept meanwhile.
+#[test]
+fn the_sweep_passes_over_a_suspended_tenant() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = EngineConfig {
+        adaptive: AdaptiveConfig {
+            half_life_secs: 0.05,
+            min_strength: 0.5,
+            ..AdaptiveConfig::default()
+        },
+        ..EngineConfig::default()
+    };
+    let engine = Engine::open(dir.path(), config).unwrap();
+    let op = OperatorScope::for_tests();
+    let mut scopes = Vec::new();
+    for name in ["acme", "paused"] {
+        engine
+            .create_tenant(&op, &TenantId::parse(name).unwrap(), None)
+            .unwrap();
+        let scope = crate::test_support::admin_scope(&engine, name);
+        let records = ["target", "other"]
+            .into_iter()
+            .map(|r| NewRecord {
+                id: Some(RecordId::parse(r).unwrap()),
+                content: Some(format!("the {r} note")),
+                ..Default::default()
+            })
+            .collect();
+        engine.put(&scope, &req(), records).unwrap();
+        reinforce(&engine, &scope);
+        scopes.push(scope);
+    }
+    let paused = TenantId::parse("paused").unwrap();
+    engine.suspend_tenant(&op, &paused).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(
+        engine.sweep_adaptive(&op).unwrap().pheromones,
+        1,
+        "acme's only"
+    );
+    engine.resume_tenant(&op, &paused).unwrap();
+    assert_eq!(
+        engine.sweep_adaptive(&op).unwrap().pheromones,
+        1,
+        "paused's, once resumed"
+    );
+}

@@ -69,6 +69,9 @@ fn check_feedback(f: &FeedbackRequest) -> Result<(), EngineError> {
     Ok(())
 }
 
+/// Stale rows of a tenant's adaptive state the sweep deletes in one transaction at most.
+const SWEEP_CHUNK: usize = 4096;
+
 impl Engine {
     /// Records feedback in the caller's (tenant, domain): each id in `ids` the caller can see
     /// is reinforced, each id in `shown` (and not in `ids`) the caller can see and that has a
@@ -330,16 +333,29 @@ impl Engine {
         self.adaptive.totals()
     }
 
-    /// The retention sweep's share for adaptive reranking: in every tenant, deletes the
-    /// pheromones decayed below `min_strength` or whose record is gone, and the narratives not
-    /// updated for `narrative_retention_secs`. Each tenant in its own transaction.
+    /// The retention sweep's share for adaptive reranking: in every active tenant, deletes
+    /// the pheromones decayed below `min_strength` or whose record is gone, and the narratives
+    /// not updated for `narrative_retention_secs`, in transactions of at most
+    /// [`SWEEP_CHUNK`] rows. A tenant whose sweep fails (a row that does not decode) is logged
+    /// and passed over: the others are still swept. Suspended and deleted tenants are left as
+    /// they are, as the expiry sweep leaves them.
     pub fn sweep_adaptive(&self, _op: &OperatorScope) -> Result<AdaptiveSweep, EngineError> {
         let now = now_millis();
         let mut total = AdaptiveSweep::default();
         for meta in self.store.read()?.tenants()? {
-            let swept = self.sweep_adaptive_of(meta.key, now, &mut || {})?;
-            total.pheromones += swept.pheromones;
-            total.narratives += swept.narratives;
+            match crate::lifecycle::TenantProfile::of(&meta) {
+                Ok(p) if p.status == crate::lifecycle::TenantStatus::Active => {}
+                _ => continue,
+            }
+            match self.sweep_adaptive_of(meta.key, now, &mut || {}) {
+                Ok(swept) => {
+                    total.pheromones += swept.pheromones;
+                    total.narratives += swept.narratives;
+                }
+                Err(e) => {
+                    tracing::warn!(tenant = %meta.id, error = %e, "adaptive sweep of a tenant failed; the others are swept");
+                }
+            }
         }
         Ok(total)
     }
@@ -380,41 +396,49 @@ impl Engine {
             return Ok(AdaptiveSweep::default());
         }
         between();
-        // Each row found stale above is checked again, as it is now, in the transaction that
+        // Each row found stale above is read again, as it is now, in the transaction that
         // deletes it: feedback may have reinforced it (or its record come back) meanwhile,
-        // and that feedback was answered as kept.
-        let swept = self.store.write(|w| {
-            let mut now_rows: HashMap<Domain, Vec<strata_store::AdaptiveRow>> = HashMap::new();
-            let mut s = AdaptiveSweep::default();
-            for row in &doomed {
-                if !now_rows.contains_key(&row.domain) {
-                    let rows = w.adaptive_rows(key, Some(&row.domain))?;
-                    now_rows.insert(row.domain.clone(), rows);
-                }
-                let current = now_rows[&row.domain]
-                    .iter()
-                    .find(|r| same_item(&r.item, &row.item));
-                let still = match current {
-                    Some(current) => {
-                        let exists = |id: &RecordId| Ok(w.record(key, id)?.is_some());
-                        stale(&exists, &current.item)?
+        // and that feedback was answered as kept. Chunked, so that a tenant with a great deal
+        // of stale state does not hold the store's write lock, and every other tenant's
+        // writes, for the whole of it.
+        let mut swept = AdaptiveSweep::default();
+        for chunk in doomed.chunks(SWEEP_CHUNK) {
+            let s = self.store.write(|w| {
+                let mut s = AdaptiveSweep::default();
+                for row in chunk {
+                    let current = match &row.item {
+                        AdaptiveItem::Pheromone(id, ..) => w
+                            .pheromone(key, &row.domain, id)?
+                            .map(|p| AdaptiveItem::Pheromone(id.clone(), p, None)),
+                        AdaptiveItem::Narrative(p, c, _) => w
+                            .narrative(key, &row.domain, p, c)?
+                            .map(|n| AdaptiveItem::Narrative(p.clone(), c.clone(), n)),
+                    };
+                    let still = match &current {
+                        Some(current) => {
+                            let exists = |id: &RecordId| Ok(w.record(key, id)?.is_some());
+                            stale(&exists, current)?
+                        }
+                        None => false,
+                    };
+                    if !still {
+                        continue;
                     }
-                    None => false,
-                };
-                if !still {
-                    continue;
-                }
-                match &row.item {
-                    AdaptiveItem::Pheromone(id, ..) => {
-                        s.pheromones += u64::from(w.delete_pheromone(key, &row.domain, id)?);
-                    }
-                    AdaptiveItem::Narrative(p, c, _) => {
-                        s.narratives += u64::from(w.delete_narrative(key, &row.domain, p, c)?);
+                    match &row.item {
+                        AdaptiveItem::Pheromone(id, ..) => {
+                            s.pheromones += u64::from(w.delete_pheromone(key, &row.domain, id)?);
+                        }
+                        AdaptiveItem::Narrative(p, c, _) => {
+                            s.narratives +=
+                                u64::from(w.delete_narrative(key, &row.domain, p, c)?);
+                        }
                     }
                 }
-            }
-            Ok::<_, EngineError>(s)
-        })?;
+                Ok::<_, EngineError>(s)
+            })?;
+            swept.pheromones += s.pheromones;
+            swept.narratives += s.narratives;
+        }
         self.adaptive.forget_tenant(key);
         Ok(swept)
     }
@@ -523,14 +547,4 @@ pub(crate) fn forget_removed(
         }
     }
     Ok(())
-}
-
-/// Whether two adaptive items are the same piece of state (a record's pheromone, or a
-/// principal's narrative in a collection), whatever their values.
-fn same_item(a: &AdaptiveItem, b: &AdaptiveItem) -> bool {
-    match (a, b) {
-        (AdaptiveItem::Pheromone(x, ..), AdaptiveItem::Pheromone(y, ..)) => x == y,
-        (AdaptiveItem::Narrative(p, c, _), AdaptiveItem::Narrative(q, d, _)) => p == q && c == d,
-        _ => false,
-    }
 }
