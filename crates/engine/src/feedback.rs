@@ -508,6 +508,7 @@ pub(crate) fn forget_removed(
                     .get(&r.id)
                     .copied()
                     .filter(|u| u.memory_domain == r.memory_domain && u.created_at == r.created_at);
+                crate::links::forget_run_tail(w, key, r, last.get(&r.id).copied())?;
                 match replaced {
                     None => {
                         if w.delete_pheromone(key, &r.memory_domain, &r.id)? {

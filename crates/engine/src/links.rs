@@ -383,6 +383,37 @@ pub(crate) fn link_to_run(
     Ok(())
 }
 
+/// Inside a record write's transaction, for a record `old` removed or replaced by `new`: when
+/// it was the last turn of its run and is no longer a turn of that run (deleted, expired and
+/// swept, or moved to another domain, run or principals), the run's tail row goes, so that
+/// one row per run does not outlive its records for ever (a service with a run per session
+/// would grow them without bound, and a user's rows would name them after the user's records
+/// were deleted). The run's next turn then starts a fresh chain, as it would after an expired
+/// turn.
+pub(crate) fn forget_run_tail(
+    w: &mut Writer<'_>,
+    key: strata_store::TenantKey,
+    old: &strata_types::Record,
+    new: Option<&strata_types::Record>,
+) -> Result<(), EngineError> {
+    let Some(run) = &old.run_id else {
+        return Ok(());
+    };
+    let same_run = new.is_some_and(|n| {
+        n.memory_domain == old.memory_domain
+            && n.run_id.as_ref() == Some(run)
+            && n.user_tokens == old.user_tokens
+    });
+    if !same_run
+        && w.run_tail(key, &old.memory_domain, run.as_str(), &old.user_tokens)?
+            .as_ref()
+            == Some(&old.id)
+    {
+        w.delete_run_tail(key, &old.memory_domain, run.as_str(), &old.user_tokens)?;
+    }
+    Ok(())
+}
+
 /// Adds `delta` bytes to the tenant's usage, refusing a growth past `max_storage_bytes`.
 fn charge(w: &mut Writer<'_>, scope: &TenantScope, delta: i64) -> Result<(), EngineError> {
     let profile = crate::tenants::check_live(w, scope)?;
@@ -468,6 +499,67 @@ mod tests {
         ids.iter()
             .map(|o| serde_json::from_value(json!({"source": o.id, "target": "hub"})).unwrap())
             .collect()
+    }
+
+    /// A run's tail row goes with its last turn: deleted, or patched out of the run; a patch
+    /// that keeps the turn in its run keeps it.
+    #[test]
+    fn a_runs_tail_row_goes_with_its_last_turn() {
+        let (_dir, engine, scope) = engine_with_tenant("acme");
+        let turns = strata_types::CollectionName::parse("turns").unwrap();
+        let spec = crate::CollectionSpec {
+            dim: 2,
+            metric: strata_types::Metric::Cosine,
+            analyzer: Default::default(),
+            memory: strata_types::MemoryDefaults {
+                link_runs: Some(true),
+                ..Default::default()
+            },
+            embed: false,
+        };
+        engine.create_collection_full(&scope, &turns, spec).unwrap();
+        let req = RequestScope::default();
+        let write = |rid: &str, run: &str| {
+            let r: NewRecord = serde_json::from_value(json!({"id": rid, "modality": "turns",
+                "run_id": run, "vector": [1.0, 0.5]}))
+            .unwrap();
+            engine.put(&scope, &req, vec![r]).unwrap();
+        };
+        let tail = |run: &str| {
+            let domain = strata_types::Domain::default_domain();
+            engine
+                .store
+                .write(|w| Ok::<_, EngineError>(w.run_tail(scope.key(), &domain, run, &[])?))
+                .unwrap()
+                .map(|id| id.to_string())
+        };
+        write("a1", "ra");
+        write("a2", "ra");
+        assert_eq!(tail("ra").as_deref(), Some("a2"));
+        // Kept in its run by a patch: still the tail.
+        let patch: strata_types::RecordPatch =
+            serde_json::from_value(json!({"metadata": {"x": 1}})).unwrap();
+        engine
+            .patch(&scope, &req, &RecordId::parse("a2").unwrap(), patch)
+            .unwrap();
+        assert_eq!(tail("ra").as_deref(), Some("a2"));
+        // Deleted: the row goes (an earlier turn's deletion leaves it).
+        engine
+            .delete(&scope, &req, &RecordId::parse("a1").unwrap())
+            .unwrap();
+        assert_eq!(tail("ra").as_deref(), Some("a2"));
+        engine
+            .delete(&scope, &req, &RecordId::parse("a2").unwrap())
+            .unwrap();
+        assert_eq!(tail("ra"), None);
+        // Patched into another run: the old run's row goes.
+        write("b1", "rb");
+        let patch: strata_types::RecordPatch =
+            serde_json::from_value(json!({"run_id": "elsewhere"})).unwrap();
+        engine
+            .patch(&scope, &req, &RecordId::parse("b1").unwrap(), patch)
+            .unwrap();
+        assert_eq!(tail("rb"), None);
     }
 
     /// A batch of many links into a record past the first cap counts the visible links of

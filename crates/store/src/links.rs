@@ -137,6 +137,20 @@ impl Writer<'_> {
         Ok(())
     }
 
+    /// Forgets the last record of a run (its record gone from the run); whether there was one.
+    pub fn delete_run_tail(
+        &mut self,
+        t: TenantKey,
+        domain: &Domain,
+        run: &str,
+        tokens: &[UserToken],
+    ) -> Result<bool, StoreError> {
+        let key = keys::run_tail(t, domain, run, tokens);
+        let mut table = self.table_mut(t)?;
+        let removed = table.remove(key.as_slice())?.is_some();
+        Ok(removed)
+    }
+
     pub fn put_link(&mut self, t: TenantKey, link: &Link) -> Result<Option<Link>, StoreError> {
         let old = self.link(t, &link.source, &link.target, &link.relation)?;
         let value = encode_link(link.weight, link.created_at);
