@@ -25,6 +25,11 @@ type Key = (TenantKey, Domain);
 struct Slot {
     loaded: OnceLock<Arc<Mutex<Namespace>>>,
     loading: Mutex<()>,
+    /// Set when the load found nothing stored: such a namespace is evicted before any other
+    /// (it reloads for nothing), so that searches naming made-up domains, however many,
+    /// evict only each other and never another namespace's real state. Not cleared when
+    /// feedback later fills it: an eviction is always safe, only a reload dearer.
+    empty_at_load: std::sync::atomic::AtomicBool,
 }
 
 struct Entry {
@@ -126,7 +131,11 @@ impl AdaptiveCache {
             return Ok(Arc::clone(ns));
         }
         // A failed load leaves the slot empty: the next user tries again.
-        let ns = Arc::new(Mutex::new(load()?));
+        let ns = load()?;
+        if ns.narratives.is_empty() && ns.pheromones.is_empty() {
+            slot.empty_at_load.store(true, Ordering::Relaxed);
+        }
+        let ns = Arc::new(Mutex::new(ns));
         // Only the holder of `loading` sets it, and only once.
         let _ = slot.loaded.set(Arc::clone(&ns));
         self.loads.fetch_add(1, Ordering::Relaxed);
@@ -147,11 +156,13 @@ impl AdaptiveCache {
     fn evict_beyond_cap(&self, inner: &mut Inner) {
         loop {
             let mut count = 0;
-            let mut oldest: Option<(&Key, u64)> = None;
+            // The least recently used of the namespaces loaded empty, else of all.
+            let mut oldest: Option<(&Key, (bool, u64))> = None;
             for (k, e) in inner.map.iter().filter(|(k, _)| evictable(k)) {
                 count += 1;
-                if oldest.is_none_or(|(_, t)| e.last_used < t) {
-                    oldest = Some((k, e.last_used));
+                let rank = (!e.slot.empty_at_load.load(Ordering::Relaxed), e.last_used);
+                if oldest.is_none_or(|(_, r)| rank < r) {
+                    oldest = Some((k, rank));
                 }
             }
             if count <= self.cap {
@@ -243,6 +254,42 @@ mod tests {
         assert_eq!(cache.totals().3, 2);
         cache.forget_tenant(t);
         assert!(cache.loaded(t).is_empty());
+    }
+
+    /// Searches naming made-up domains (nothing stored) evict each other, never another
+    /// tenant's namespace that holds state, however many there are.
+    #[test]
+    fn namespaces_loaded_empty_are_evicted_before_any_with_state() {
+        let cache = AdaptiveCache::new(4);
+        let (owner, flood) = (TenantKey::for_tests(1), TenantKey::for_tests(2));
+        let held = || {
+            let mut ns = Namespace::default();
+            ns.pheromones.insert(
+                strata_types::RecordId::parse("r").unwrap(),
+                strata_store::codec::StoredPheromone {
+                    strength: 1.0,
+                    updated_at: 0,
+                    reinforcements: 1,
+                    exposures: 0,
+                },
+            );
+            Ok(ns)
+        };
+        cache.get_or_load(owner, &d("notes"), held).unwrap();
+        for i in 0..100 {
+            cache
+                .get_or_load(flood, &d(&format!("made-up-{i}")), || {
+                    Ok(Namespace::default())
+                })
+                .unwrap();
+        }
+        let kept: Vec<String> = cache
+            .loaded(owner)
+            .into_iter()
+            .map(|(d, _)| d.to_string())
+            .collect();
+        assert_eq!(kept, ["notes"]);
+        assert!(cache.loaded(flood).len() <= 4);
     }
 
     #[test]
