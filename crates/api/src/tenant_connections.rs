@@ -54,12 +54,7 @@ impl TenantConnections {
     /// A budget that always binds, without a view of the server's free slots (tests).
     #[cfg(test)]
     pub(crate) fn new(max_per_tenant: usize) -> Arc<Self> {
-        Arc::new(TenantConnections {
-            max_per_tenant: max_per_tenant.max(1),
-            always_binds: true,
-            pressure: None,
-            open: Mutex::new(HashMap::new()),
-        })
+        Self::with(max_per_tenant, true, None)
     }
 
     /// A budget that always binds, on a server whose free slots are `free` (pressure at
@@ -69,12 +64,7 @@ impl TenantConnections {
         free: Arc<Semaphore>,
         low: usize,
     ) -> Arc<Self> {
-        Arc::new(TenantConnections {
-            max_per_tenant: max_per_tenant.max(1),
-            always_binds: true,
-            pressure: Some((free, low)),
-            open: Mutex::new(HashMap::new()),
-        })
+        Self::with(max_per_tenant, true, Some((free, low)))
     }
 
     /// A budget that binds only while `free` has at most `low` permits left.
@@ -83,10 +73,18 @@ impl TenantConnections {
         free: Arc<Semaphore>,
         low: usize,
     ) -> Arc<Self> {
+        Self::with(max_per_tenant, false, Some((free, low)))
+    }
+
+    fn with(
+        max_per_tenant: usize,
+        always_binds: bool,
+        pressure: Option<(Arc<Semaphore>, usize)>,
+    ) -> Arc<Self> {
         Arc::new(TenantConnections {
             max_per_tenant: max_per_tenant.max(1),
-            always_binds: false,
-            pressure: Some((free, low)),
+            always_binds,
+            pressure,
             open: Mutex::new(HashMap::new()),
         })
     }

@@ -25,9 +25,8 @@ fn reinforce(engine: &Engine, scope: &strata_auth::TenantScope) {
     engine.feedback(scope, &req(), &f).unwrap();
 }
 
-#[test]
-fn feedback_between_the_sweeps_read_and_its_write_is_kept() {
-    let dir = tempfile::tempdir().unwrap();
+/// An engine whose pheromones decay below the sweep's floor within a few hundred ms.
+fn fast_decaying_engine(dir: &std::path::Path) -> Engine {
     let config = EngineConfig {
         adaptive: AdaptiveConfig {
             half_life_secs: 0.05,
@@ -36,21 +35,35 @@ fn feedback_between_the_sweeps_read_and_its_write_is_kept() {
         },
         ..EngineConfig::default()
     };
-    let engine = Engine::open(dir.path(), config).unwrap();
+    Engine::open(dir, config).unwrap()
+}
+
+/// Tenant `name` with a `target` and an `other` record, `target` reinforced once.
+fn reinforced_tenant(engine: &Engine, name: &str) -> strata_auth::TenantScope {
     let op = OperatorScope::for_tests();
-    let id = TenantId::parse("acme").unwrap();
-    engine.create_tenant(&op, &id, None).unwrap();
-    let scope = crate::test_support::admin_scope(&engine, "acme");
+    engine
+        .create_tenant(&op, &TenantId::parse(name).unwrap(), None)
+        .unwrap();
+    let scope = crate::test_support::admin_scope(engine, name);
     let records = ["target", "other"]
         .into_iter()
-        .map(|name| NewRecord {
-            id: Some(RecordId::parse(name).unwrap()),
-            content: Some(format!("the {name} note")),
+        .map(|r| NewRecord {
+            id: Some(RecordId::parse(r).unwrap()),
+            content: Some(format!("the {r} note")),
             ..Default::default()
         })
         .collect();
     engine.put(&scope, &req(), records).unwrap();
-    reinforce(&engine, &scope);
+    reinforce(engine, &scope);
+    scope
+}
+
+#[test]
+fn feedback_between_the_sweeps_read_and_its_write_is_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = fast_decaying_engine(dir.path());
+    let op = OperatorScope::for_tests();
+    let scope = reinforced_tenant(&engine, "acme");
     let count = |engine: &Engine| -> u64 {
         engine
             .adaptive_stats(&scope)
@@ -155,33 +168,10 @@ fn feedback_blends_into_the_narrative_as_stored() {
 #[test]
 fn the_sweep_passes_over_a_suspended_tenant() {
     let dir = tempfile::tempdir().unwrap();
-    let config = EngineConfig {
-        adaptive: AdaptiveConfig {
-            half_life_secs: 0.05,
-            min_strength: 0.5,
-            ..AdaptiveConfig::default()
-        },
-        ..EngineConfig::default()
-    };
-    let engine = Engine::open(dir.path(), config).unwrap();
+    let engine = fast_decaying_engine(dir.path());
     let op = OperatorScope::for_tests();
-    let mut scopes = Vec::new();
     for name in ["acme", "paused"] {
-        engine
-            .create_tenant(&op, &TenantId::parse(name).unwrap(), None)
-            .unwrap();
-        let scope = crate::test_support::admin_scope(&engine, name);
-        let records = ["target", "other"]
-            .into_iter()
-            .map(|r| NewRecord {
-                id: Some(RecordId::parse(r).unwrap()),
-                content: Some(format!("the {r} note")),
-                ..Default::default()
-            })
-            .collect();
-        engine.put(&scope, &req(), records).unwrap();
-        reinforce(&engine, &scope);
-        scopes.push(scope);
+        reinforced_tenant(&engine, name);
     }
     let paused = TenantId::parse("paused").unwrap();
     engine.suspend_tenant(&op, &paused).unwrap();

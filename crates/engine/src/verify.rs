@@ -298,28 +298,19 @@ fn check_blobs(
             }
         } else if let Some(collection) = name.strip_prefix(crate::search_image::BLOB_PREFIX) {
             // A large image is in a file the row names: that file is the image checked.
-            let bytes = match crate::search_image::named_file(&bytes) {
-                None => match crate::search_image::inline_image(bytes) {
-                    Ok(bytes) => bytes,
-                    Err(e) => {
-                        report.warnings.push(format!(
-                            "search image of {collection}: {e}; it is rebuilt from the \
-                             records at the next load"
-                        ));
-                        continue;
-                    }
-                },
-                Some(file) => {
-                    match file.and_then(|f| crate::graph_file::read_checked(store, key, &f)) {
-                        Ok(bytes) => bytes,
-                        Err(e) => {
-                            report.warnings.push(format!(
-                                "search image of {collection}: {e}; it is rebuilt from the \
-                                 records at the next load"
-                            ));
-                            continue;
-                        }
-                    }
+            // A small one is in its row, after the row's checksum.
+            let image = match crate::search_image::named_file(&bytes) {
+                None => crate::search_image::inline_image(bytes),
+                Some(file) => file.and_then(|f| crate::graph_file::read_checked(store, key, &f)),
+            };
+            let bytes = match image {
+                Ok(bytes) => bytes,
+                Err(e) => {
+                    report.warnings.push(format!(
+                        "search image of {collection}: {e}; it is rebuilt from the records \
+                         at the next load"
+                    ));
+                    continue;
                 }
             };
             if let Some(format) = crate::search_image::older_format(&bytes) {

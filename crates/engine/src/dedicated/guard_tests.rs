@@ -207,21 +207,30 @@ fn a_promotion_planned_before_an_operators_level_change_leaves_that_change() {
     assert!(engine.promote_tenants(&op).unwrap().is_empty());
 }
 
-/// A soft-deleted tenant serves nothing, so a `partition` tenant's pin lapses with its delete
-/// (its loaded indexes evictable like any idle tenant's) and comes back with its restore.
-#[test]
-fn a_deleted_partition_tenant_is_not_pinned_until_restored() {
-    let dir = tempfile::tempdir().unwrap();
-    let engine = Engine::open(dir.path(), EngineConfig::default()).unwrap();
+/// A tenant `acme` of 50 records migrated to `partition` and loaded (so pinned).
+fn loaded_partition_tenant(dir: &std::path::Path) -> (Engine, TenantId) {
+    let engine = Engine::open(dir, EngineConfig::default()).unwrap();
     let op = OperatorScope::for_tests();
     let id = fill(&engine, "acme", 50);
     engine
         .migrate_tenant(&op, &id, request(IsolationLevel::Partition, None))
         .unwrap();
-    let scope = admin_scope(&engine, "acme");
-    answers(&engine, &scope);
+    answers(&engine, &admin_scope(&engine, "acme"));
+    assert!(
+        engine.residency(&op, &id).unwrap().pinned,
+        "a loaded partition tenant is pinned"
+    );
+    (engine, id)
+}
+
+/// A soft-deleted tenant serves nothing, so a `partition` tenant's pin lapses with its delete
+/// (its loaded indexes evictable like any idle tenant's) and comes back with its restore.
+#[test]
+fn a_deleted_partition_tenant_is_not_pinned_until_restored() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, id) = loaded_partition_tenant(dir.path());
+    let op = OperatorScope::for_tests();
     let pinned = |engine: &Engine| engine.residency(&op, &id).unwrap().pinned;
-    assert!(pinned(&engine), "a loaded partition tenant is pinned");
     engine.delete_tenant(&op, &id).unwrap();
     assert!(!pinned(&engine), "deleted, it is not");
     engine.restore_tenant(&op, &id).unwrap();
@@ -233,16 +242,9 @@ fn a_deleted_partition_tenant_is_not_pinned_until_restored() {
 #[test]
 fn a_level_change_applied_late_leaves_the_level_stored_since() {
     let dir = tempfile::tempdir().unwrap();
-    let engine = Engine::open(dir.path(), EngineConfig::default()).unwrap();
+    let (engine, id) = loaded_partition_tenant(dir.path());
     let op = OperatorScope::for_tests();
-    let id = fill(&engine, "acme", 50);
-    engine
-        .migrate_tenant(&op, &id, request(IsolationLevel::Partition, None))
-        .unwrap();
-    let scope = admin_scope(&engine, "acme");
-    answers(&engine, &scope);
     let pinned = |engine: &Engine| engine.residency(&op, &id).unwrap().pinned;
-    assert!(pinned(&engine), "a loaded partition tenant is pinned");
 
     // A second change, back to shared, commits; its apply has not run yet.
     let key = engine.tenant_meta(&id).unwrap().key;
