@@ -436,10 +436,14 @@ impl Engine {
                 }
                 Ok::<_, EngineError>(s)
             })?;
+            // After each chunk that deleted something, not once at the end: a later chunk's
+            // failure must not leave the loaded namespaces serving rows already deleted.
+            if s.pheromones + s.narratives > 0 {
+                self.adaptive.forget_tenant(key);
+            }
             swept.pheromones += s.pheromones;
             swept.narratives += s.narratives;
         }
-        self.adaptive.forget_tenant(key);
         Ok(swept)
     }
 
