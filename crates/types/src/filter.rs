@@ -286,7 +286,43 @@ impl Filter {
     /// Parses a filter from its JSON form.
     pub fn parse(value: &Value) -> Result<Filter, FilterError> {
         let mut count = Count::default();
-        parse_object(value, 0, &mut count)
+        parse_object(value, 0, &mut count).map(Filter::simplified)
+    }
+
+    /// The same filter without the parts that constrain nothing: an `$and`'s parts that match
+    /// everything are dropped (`{"$and": [{}, {"a": 1}]}` is `{"a": 1}`), an `$or` with such
+    /// a part matches everything. Besides being shorter, what is left is what the field index
+    /// answers: an always-true part it cannot answer made the whole `$and` inexact, so a
+    /// search re-checked every candidate's stored record.
+    fn simplified(self) -> Filter {
+        match self {
+            Filter::And(parts) => {
+                let mut kept: Vec<Filter> = parts
+                    .into_iter()
+                    .map(Filter::simplified)
+                    .flat_map(|p| match p {
+                        Filter::And(inner) => inner,
+                        other => vec![other],
+                    })
+                    .collect();
+                if kept.len() == 1 {
+                    kept.remove(0)
+                } else {
+                    Filter::And(kept)
+                }
+            }
+            Filter::Or(parts) => {
+                let parts: Vec<Filter> = parts.into_iter().map(Filter::simplified).collect();
+                if parts.iter().any(Filter::matches_everything) {
+                    Filter::all()
+                } else if parts.len() == 1 {
+                    parts.into_iter().next().unwrap_or_else(Filter::all)
+                } else {
+                    Filter::Or(parts)
+                }
+            }
+            leaf => leaf,
+        }
     }
 
     /// Whether `record` matches.
@@ -415,7 +451,8 @@ fn parse_field(
         literal => {
             check_operand(&field, path, "$eq", literal, true)?;
             count.values(1)?;
-            return Ok(vec![Filter::Eq(field, literal.clone())]);
+            let literal = as_stored(&field, literal);
+            return Ok(vec![Filter::Eq(field, literal)]);
         }
     };
     let mut out = Vec::with_capacity(ops.len());
@@ -430,7 +467,8 @@ fn parse_field(
                 Ok(ValueSet::from(items.clone()))
             }
             _ => Err(FilterError(format!(
-                "{op} takes an array of at most {MAX_CLAUSES} values"
+                "{path}: {op} takes an array of at most {MAX_CLAUSES} values, not {}",
+                kind_of(v)
             ))),
         };
         let scalar = |v: &Value| match v {
@@ -447,6 +485,7 @@ fn parse_field(
         };
         let f = field.clone();
         let typed = |v: &Value, equality: bool| check_operand(&field, path, op, v, equality);
+        let v = &as_stored(&field, v);
         match (op.as_str(), v) {
             ("$eq" | "$ne", v) => typed(v, true)?,
             ("$in" | "$nin", Value::Array(items)) => {
@@ -468,12 +507,45 @@ fn parse_field(
             "$lte" => Filter::Range(f, Ordering::Less, true, scalar(v)?),
             "$exists" => match v {
                 Value::Bool(b) => Filter::Exists(f, *b),
-                _ => return Err(FilterError("$exists takes true or false".into())),
+                _ => {
+                    return Err(FilterError(format!(
+                        "{path}: $exists takes true or false, not {}",
+                        kind_of(v)
+                    )));
+                }
             },
-            other => return Err(FilterError(format!("unknown operator {other}"))),
+            other => return Err(FilterError(format!("{path}: unknown operator {other}"))),
         });
     }
     Ok(out)
+}
+
+/// An operand as the field's values are stored: a record's `user_tokens` are kept sorted and
+/// without duplicates, so a list compared with them whole (`{"user_tokens": ["u:b", "u:a"]}`)
+/// is put in that order too, or it would match no record whatever order it was written in.
+/// An `$in` or `$nin` list's lists of tokens likewise.
+fn as_stored(field: &FieldRef, v: &Value) -> Value {
+    let tokens = |items: &Vec<Value>| {
+        let mut set: Vec<&str> = items.iter().filter_map(Value::as_str).collect();
+        set.sort_unstable();
+        set.dedup();
+        Value::Array(set.into_iter().map(Value::from).collect())
+    };
+    match (field, v) {
+        (FieldRef::UserTokens, Value::Array(items)) if items.iter().all(Value::is_string) => {
+            tokens(items)
+        }
+        (FieldRef::UserTokens, Value::Array(items)) => Value::Array(
+            items
+                .iter()
+                .map(|item| match item {
+                    Value::Array(inner) if inner.iter().all(Value::is_string) => tokens(inner),
+                    other => other.clone(),
+                })
+                .collect(),
+        ),
+        _ => v.clone(),
+    }
 }
 
 /// What kind of JSON value `v` is, for an error about it.
@@ -489,12 +561,13 @@ fn kind_of(v: &Value) -> &'static str {
 }
 
 /// Whether `field` of `record` equals (or, an array, holds) one of `operands`. A record
-/// without a built-in optional field equals `null`, as GET shows it; a metadata key that is
-/// absent equals nothing (a key stored as `null` equals `null`).
+/// without the field equals `null`, as in MongoDB: a built-in optional field GET shows as
+/// `null`, and a metadata key that is absent or stored as `null` alike, so `{"x": null}` finds
+/// the records without `x` and `{"x": {"$ne": null}}` those that have one.
 fn equals_any(field: &FieldRef, record: &Record, operands: &[Value]) -> bool {
     match field.resolve(record) {
         Some(r) => r.any(|value| operands.iter().any(|v| eq_or_contains(value, v))),
-        None => field.is_optional_builtin() && operands.iter().any(Value::is_null),
+        None => operands.iter().any(Value::is_null),
     }
 }
 
@@ -502,7 +575,7 @@ fn equals_any(field: &FieldRef, record: &Record, operands: &[Value]) -> bool {
 fn in_set(field: &FieldRef, record: &Record, set: &ValueSet) -> bool {
     match field.resolve(record) {
         Some(r) => r.any(|value| set.matches(value)),
-        None => field.is_optional_builtin() && set.iter().any(Value::is_null),
+        None => set.iter().any(Value::is_null),
     }
 }
 
@@ -855,15 +928,95 @@ mod tests {
                 "{filter}"
             );
         }
-        // An absent metadata key is not null; one stored as null is.
-        check(json!({"missing": null}), false);
+        // As in MongoDB, a metadata key that is absent equals null, as one stored as null
+        // does: `$ne: null` finds the records that have the key.
+        check(json!({"missing": null}), true);
+        check(json!({"missing": {"$in": [null, 1]}}), true);
+        check(json!({"missing": {"$ne": null}}), false);
+        check(json!({"missing": {"$nin": [null]}}), false);
         let mut nulled = record();
         nulled.metadata.insert("gone".into(), Value::Null);
-        assert!(
-            Filter::parse(&json!({"gone": null}))
-                .unwrap()
-                .matches(&nulled)
+        for (filter, want) in [
+            (json!({"gone": null}), true),
+            (json!({"gone": {"$ne": null}}), false),
+            (json!({"topic": {"$ne": null}}), true),
+        ] {
+            assert_eq!(
+                Filter::parse(&filter).unwrap().matches(&nulled),
+                want,
+                "{filter}"
+            );
+        }
+    }
+
+    /// A record's tokens are stored sorted and without duplicates; a list of them in a filter
+    /// matches whatever order it is written in.
+    #[test]
+    fn a_list_of_user_tokens_matches_in_any_order() {
+        let mut two = record();
+        two.user_tokens = ["u:a", "u:b"].map(|t| UserToken::parse(t).unwrap()).into();
+        for (filter, want) in [
+            (json!({"user_tokens": ["u:b", "u:a"]}), true),
+            (json!({"user_tokens": ["u:b", "u:a", "u:b"]}), true),
+            (json!({"user_tokens": {"$eq": ["u:b", "u:a"]}}), true),
+            (json!({"user_tokens": {"$ne": ["u:b", "u:a"]}}), false),
+            (
+                json!({"user_tokens": {"$in": [["u:b", "u:a"], "u:z"]}}),
+                true,
+            ),
+            (json!({"user_tokens": {"$nin": [["u:b", "u:a"]]}}), false),
+            (json!({"user_tokens": ["u:b"]}), false),
+        ] {
+            assert_eq!(
+                Filter::parse(&filter).unwrap().matches(&two),
+                want,
+                "{filter}"
+            );
+        }
+    }
+
+    /// Parts that constrain nothing are dropped, so what is left is what the field index can
+    /// answer exactly.
+    #[test]
+    fn parts_that_constrain_nothing_are_dropped() {
+        let parsed = |f: Value| Filter::parse(&f).unwrap();
+        let n1 = parsed(json!({"n": 1}));
+        assert_eq!(parsed(json!({"$and": [{}, {"n": 1}]})), n1);
+        assert_eq!(
+            parsed(json!({"$and": [{"$and": []}, {"$and": [{"n": 1}]}]})),
+            n1
         );
+        assert_eq!(parsed(json!({"$or": [{"n": 1}]})), n1);
+        assert_eq!(parsed(json!({"$or": [{"n": 1}, {}]})), Filter::all());
+        assert_eq!(
+            parsed(json!({"$and": [{"n": 1}, {"$or": [{}, {"n": 2}]}]})),
+            n1
+        );
+        // What is left still means what was written.
+        let both = parsed(json!({"$and": [{"n": 3}, {"$and": [{}, {"topic": "rust"}]}]}));
+        assert!(
+            matches!(&both, Filter::And(parts) if parts.len() == 2),
+            "{both:?}"
+        );
+        assert!(both.matches(&record()));
+    }
+
+    #[test]
+    fn an_operators_error_names_its_path() {
+        for (filter, message) in [
+            (json!({"a": {"$in": 3}}), "filter: a: $in takes an array"),
+            (
+                json!({"a": {"$exists": "yes"}}),
+                "filter: a: $exists takes true or false",
+            ),
+            (
+                json!({"a": {"$regex": "x"}}),
+                "filter: a: unknown operator $regex",
+            ),
+        ] {
+            let err = Filter::parse(&filter).unwrap_err().to_string();
+            assert!(err.starts_with(message), "{filter}: {err}");
+        }
     }
 
     #[test]
