@@ -118,7 +118,13 @@ impl Engine {
     pub fn tenant_tree(&self, _op: &OperatorScope) -> Result<Vec<TenantNode>, EngineError> {
         let mut nodes = std::collections::BTreeMap::new();
         for meta in self.store.read()?.tenants()? {
-            let parent = TenantProfile::of(&meta)?.parent;
+            // The parent field alone (as `names_parent` reads it): one tenant's damaged
+            // profile does not hide the whole tree.
+            let parent = meta
+                .profile
+                .get("parent")
+                .and_then(serde_json::Value::as_str)
+                .and_then(|p| TenantId::parse(p).ok());
             nodes.insert(
                 meta.id.clone(),
                 TenantNode {

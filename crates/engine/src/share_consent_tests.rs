@@ -471,3 +471,76 @@ fn unanswered_offers_write_at_most_a_row_a_minute_into_the_grantees_log() {
     engine.revoke_share(&owner, &id).unwrap();
     assert_eq!(rows("victim", "share.revoked"), 2);
 }
+
+/// A grant read before its owner was suspended or purged, or before it was revoked, does not
+/// stand on a later snapshot: a search that verified it, then spent seconds loading the
+/// owner's index, reads nothing through it once the call that stopped it returned.
+#[test]
+fn a_grant_verified_before_it_ended_does_not_stand_on_a_later_snapshot() {
+    let stops: [(&str, fn(&Engine, &str)); 3] = [
+        ("suspended", |engine, share| {
+            let _ = share;
+            let op = OperatorScope::for_tests();
+            engine.suspend_tenant(&op, &tid("owner")).unwrap();
+        }),
+        ("revoked", |engine, share| {
+            engine
+                .revoke_share(&admin_scope(engine, "owner"), share)
+                .unwrap();
+        }),
+        ("purged and re-created", |engine, share| {
+            let _ = share;
+            let op = OperatorScope::for_tests();
+            engine.purge_tenant(&op, &tid("owner")).unwrap();
+            engine.create_tenant(&op, &tid("owner"), None).unwrap();
+        }),
+    ];
+    for (how, stop) in stops {
+        let (_dir, engine) = engine();
+        let share = offer(&engine, "owner", "kb", &[], true);
+        let child = admin_scope(&engine, "child");
+        let grants = crate::shares::live_grants(&engine.store.read().unwrap(), &child).unwrap();
+        assert_eq!(grants.len(), 1, "{how}");
+        assert!(
+            crate::shares::still_granted(&engine.store.read().unwrap(), &child, &grants[0])
+                .unwrap(),
+            "{how}"
+        );
+        stop(&engine, &share);
+        assert!(
+            !crate::shares::still_granted(&engine.store.read().unwrap(), &child, &grants[0])
+                .unwrap(),
+            "{how}: the grant still stands"
+        );
+        assert!(search_all(&engine, "child").unwrap().is_empty(), "{how}");
+    }
+}
+
+/// An owner whose stored profile does not decode shares nothing, and its grantees' own
+/// searches and listings go on: its damage stops only itself.
+#[test]
+fn an_owner_with_a_damaged_profile_shares_nothing_and_fails_no_grantee() {
+    let (_dir, engine) = engine();
+    let id = offer(&engine, "owner", "kb", &["victim"], true);
+    engine
+        .accept_share(&admin_scope(&engine, "victim"), &id)
+        .unwrap();
+    assert_eq!(search_all(&engine, "child").unwrap(), ["kb-1"]);
+    assert_eq!(search_all(&engine, "victim").unwrap(), ["kb-1"]);
+    engine
+        .store
+        .write(|w| {
+            let mut meta = w.tenant(&tid("owner"))?.unwrap();
+            meta.profile
+                .insert("status".into(), serde_json::json!("zombie"));
+            w.put_tenant(&meta)
+        })
+        .unwrap();
+    for grantee in ["child", "victim"] {
+        assert!(
+            search_all(&engine, grantee).unwrap().is_empty(),
+            "{grantee}"
+        );
+        incoming(&engine, grantee);
+    }
+}

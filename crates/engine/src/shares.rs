@@ -245,7 +245,10 @@ pub(crate) fn standing(
     let Some(meta) = r.tenant(owner)? else {
         return Ok(None);
     };
-    if owner_must == OwnerMust::BeActive && TenantProfile::of(&meta)?.status != TenantStatus::Active
+    // An owner whose profile does not decode shares nothing: its damage stops only itself,
+    // never its grantees' own searches and listings.
+    if owner_must == OwnerMust::BeActive
+        && !TenantProfile::of(&meta).is_ok_and(|p| p.status == TenantStatus::Active)
     {
         return Ok(None);
     }
@@ -280,6 +283,21 @@ pub(crate) fn standing(
     }))
 }
 
+/// Whether grant `g`, verified earlier, still stands on snapshot `r`, for the same owner
+/// incarnation and domain.
+pub(crate) fn still_granted(
+    r: &impl Reads,
+    scope: &TenantScope,
+    g: &SharedDomain,
+) -> Result<bool, EngineError> {
+    Ok(
+        match standing(r, scope, &g.owner, &g.share, OwnerMust::BeActive)? {
+            Some(Standing::Usable(now)) => now.owner_key == g.owner_key && now.domain == g.domain,
+            _ => false,
+        },
+    )
+}
+
 /// The shares of `scope`'s parent that are for children, as (owner, share) candidates.
 fn children_candidates(
     r: &impl Reads,
@@ -289,10 +307,16 @@ fn children_candidates(
     if let Some(parent) = parent
         && let Some(meta) = r.tenant(parent)?
     {
-        for (_, bytes) in r.blobs_named(meta.key, OUT_PREFIX)? {
-            let s: StoredShare = decode_json(&bytes)?;
-            if s.children {
-                out.push((parent.clone(), s.id));
+        for (name, bytes) in r.blobs_named(meta.key, OUT_PREFIX)? {
+            // A share of the parent's that does not decode grants nothing; it fails the
+            // parent's own listing, not every child's search.
+            match decode_json::<StoredShare>(&bytes) {
+                Ok(s) if s.children => out.push((parent.clone(), s.id)),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(
+                    tenant = %parent, share = %name, error = %e,
+                    "a stored share does not decode; its children are granted nothing by it"
+                ),
             }
         }
     }
@@ -323,7 +347,10 @@ fn standings(
 
 /// Every grant `scope`'s tenant may read: the accepted ones and its children's grants. Starts
 /// from the acceptance rows, so offers cost a search nothing.
-fn live_grants(r: &impl Reads, scope: &TenantScope) -> Result<Vec<SharedDomain>, EngineError> {
+pub(crate) fn live_grants(
+    r: &impl Reads,
+    scope: &TenantScope,
+) -> Result<Vec<SharedDomain>, EngineError> {
     Ok(standings(r, scope, share_consent::ACCEPTED_PREFIX)?
         .into_iter()
         .filter_map(|s| match s {
@@ -559,7 +586,12 @@ impl Engine {
                 let mut grantees = Vec::with_capacity(stored.tenants.len());
                 for t in &stored.tenants {
                     match w.tenant(t)? {
-                        Some(m) if TenantProfile::of(&m)?.status != TenantStatus::Deleted => {
+                        // A tenant whose profile does not decode is offered the share as a
+                        // live one is: the answer must not tell the two apart.
+                        Some(m)
+                            if TenantProfile::of(&m)
+                                .map_or(true, |p| p.status != TenantStatus::Deleted) =>
+                        {
                             grantees.push(m.key);
                         }
                         _ => {}
@@ -746,15 +778,21 @@ impl Engine {
             // Searched again when an owner's write takes hits out of sight, like the caller's
             // own collection (`crate::search_retry`), against the owner's index.
             let owner = self.indexes.slot(g.owner_key, &g.owner);
-            let (searched, found) = self.search_until_full(&owner, |extra| {
+            let searched = self.search_until_full(&owner, |extra| {
                 self.indexes
                     .with_slot_index(&self.store, g.owner_key, &owner, |ti| {
                         let Some(ci) = ti.collections.get(name) else {
                             return Ok((Searched::empty(mode), false));
                         };
                         // The owner's records, through the verified grant `g`, from a
-                        // snapshot begun while its index is held (`crate::hits`).
+                        // snapshot begun while its index is held (`crate::hits`). The grant is
+                        // verified again on that snapshot: loading the owner's index can take
+                        // seconds, and an owner suspended or purged, or a share revoked,
+                        // meanwhile shares nothing once the call that stopped it returned.
                         let r = self.store.read()?;
+                        if !still_granted(&r, scope, g)? {
+                            return Ok((Searched::empty(mode), false));
+                        }
                         let stored = StoredRecords::new(&r, g.owner_key, name);
                         let searched = search_collection(
                             ci,
@@ -771,10 +809,15 @@ impl Engine {
                         )?;
                         Ok((searched, true))
                     })
-            })?;
-            if !found {
-                continue;
-            }
+            });
+            let searched = match searched {
+                Ok((searched, true)) => searched,
+                Ok((_, false)) => continue,
+                // The owner was purged after the grant was verified: its index cannot load,
+                // and the grant adds nothing, as it would a moment later.
+                Err(EngineError::TenantNotFound(gone)) if gone == g.owner => continue,
+                Err(e) => return Err(e),
+            };
             let part = searched.response;
             exact &= part.exact;
             reads.push((g, part.hits.len()));
@@ -832,11 +875,15 @@ impl Engine {
                     serde_json::json!({"share": g.share, "owner": g.owner, "domain": g.domain, "hits": n})
                 })
                 .collect();
-            audit::append(
-                w,
-                scope.key(),
-                tenant_event(scope, "share.read", serde_json::json!({"used": used})),
-            )?;
+            // The grantee may have been purged while it searched: never write into a range
+            // that is no longer its incarnation's (the purge's erasure may be over).
+            if w.tenant(scope.tenant())?.is_some_and(|m| m.key == scope.key()) {
+                audit::append(
+                    w,
+                    scope.key(),
+                    tenant_event(scope, "share.read", serde_json::json!({"used": used})),
+                )?;
+            }
             for ((g, _), _) in reads.iter().zip(&read_by).filter(|(_, due)| **due) {
                 // The owner may have been purged meanwhile: never write into a range that is
                 // no longer its incarnation's.
