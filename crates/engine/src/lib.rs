@@ -469,7 +469,16 @@ impl Engine {
         id: &strata_types::TenantId,
     ) -> Result<TenantResidency, EngineError> {
         let meta = self.tenant_meta(id)?;
-        Ok(self.indexes.residency(meta.key, id))
+        Ok(self.residency_of(&meta))
+    }
+
+    /// [`Engine::residency`] of a tenant read from the registry: pinned by its stored level
+    /// too, which its slot learns only when its indexes load.
+    pub(crate) fn residency_of(&self, meta: &strata_store::TenantMeta) -> TenantResidency {
+        let mut residency = self.indexes.residency(meta.key, &meta.id);
+        residency.pinned |=
+            lifecycle::TenantProfile::of(meta).is_ok_and(|p| registry::pinned_by_level(&p));
+        residency
     }
 
     /// One tenant's integrity: state, the signals behind it, its policy and recent moves.

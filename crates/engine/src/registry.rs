@@ -858,6 +858,12 @@ impl IndexRegistry {
             let Some(_order) = slot.order.try_exclusive() else {
                 return false;
             };
+            // Checked again under the order: the victims were chosen without it, and a level
+            // change that pinned the tenant since (a migration into `partition` or
+            // `dedicated`, applied under the order) must not be undone by an eviction.
+            if self.pinned.contains(&slot.id) || slot.level_pinned.load(Ordering::Relaxed) {
+                return false;
+            }
             let mut guard = match slot.index.try_write() {
                 Ok(g) => g,
                 Err(TryLockError::Poisoned(e)) => e.into_inner(),

@@ -394,3 +394,30 @@ fn no_search_loads_a_forgotten_slot_after_the_forget_returned() {
     assert!(!std::sync::Arc::ptr_eq(&old, &new));
     assert!(new.index.read().unwrap().is_some());
 }
+
+/// A `partition` tenant is pinned from its creation: the residency API says so before its
+/// indexes ever load, and an eviction chosen before it was pinned (the victims are picked
+/// without the tenant's locks) leaves it loaded.
+#[test]
+fn a_partition_tenant_is_pinned_before_its_first_load_and_never_evicted() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path(), EngineConfig::default()).unwrap();
+    let op = OperatorScope::for_tests();
+    let id = TenantId::parse("p").unwrap();
+    engine
+        .create_tenant_at(&op, &id, None, crate::IsolationLevel::Partition, None)
+        .unwrap();
+    let scope = admin_scope(&engine, "p");
+    engine
+        .create_collection(&scope, &vec_name(), 2, Metric::L2)
+        .unwrap();
+    put(&engine, &scope, 0);
+    let residency = engine.residency(&op, &id).unwrap();
+    assert!(residency.pinned && !residency.resident, "{residency:?}");
+    search(&engine, &scope).unwrap();
+    let slot = engine.indexes.get(scope.key()).unwrap();
+    assert!(!engine.indexes.try_evict(&engine.store, scope.key(), &slot));
+    let residency = engine.residency(&op, &id).unwrap();
+    assert!(residency.pinned && residency.resident, "{residency:?}");
+    assert_eq!(residency.evictions, 0);
+}

@@ -134,7 +134,7 @@ impl Engine {
         Ok(TenantFigures {
             key: meta.key,
             info,
-            residency: self.indexes.residency(meta.key, &meta.id),
+            residency: self.residency_of(meta),
             integrity: self.indexes.integrity_state(meta.key),
         })
     }
