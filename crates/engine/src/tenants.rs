@@ -354,6 +354,17 @@ impl Engine {
         }
         check_profile_fields(display_name.as_deref(), weight, limits.as_ref())?;
         check_burst_has_rate(limits.as_ref())?;
+        // Every tenant is created with the server's default collections: a quota below them
+        // would start it past its own limit.
+        let defaults = self.config.default_collections.len() as u64;
+        if let Some(max) = limits.as_ref().and_then(|l| l.max_collections)
+            && max < defaults
+        {
+            return Err(EngineError::BadRequest(format!(
+                "limits.max_collections: {max} is below the {defaults} collections every tenant \
+                 is created with (the server's default collections)"
+            )));
+        }
         let integrity_policy = integrity_policy
             .map(|input| own_policy(&input, self.config.integrity.configured(id)))
             .transpose()?;

@@ -480,8 +480,12 @@ impl Engine {
         let mut metadata = serde_json::Map::new();
         let mut collections = HashMap::new();
         let mut batch: Vec<Record> = Vec::with_capacity(IMPORT_BATCH);
-        // Usage is counted, and the quotas checked, as a write counts them, against the limits
-        // the imported tenant will have: an import never leaves a tenant past its own quota.
+        // Usage is counted as a write counts it, but no quota is checked: an import restores
+        // the tenant as it was exported, and a tenant may be past its limits (an operator
+        // lowered them below its usage), which must not make its own export impossible to
+        // restore. Its next writes are refused as they were before the export. Imports are
+        // an operator's, so no tenant grows past its quota this way.
+        let unlimited = TenantLimits::default();
         let flush = |batch: &mut Vec<Record>,
                      batch_lines: &mut Vec<usize>,
                      collections: &HashMap<CollectionName, Collection>,
@@ -674,16 +678,6 @@ impl Engine {
                             model.dim()
                         )));
                     }
-                    // Counted as creating a collection counts them.
-                    if let Some(max) = profile.limits.max_collections
-                        && collections.len() as u64 >= max
-                    {
-                        return Err(EngineError::QuotaExceeded {
-                            resource: "max_collections",
-                            limit: max,
-                            used: Some(collections.len() as u64),
-                        });
-                    }
                     self.store.write(|w| {
                         still_importing(w, id, key)?;
                         Ok::<_, EngineError>(w.put_collection(key, &c)?)
@@ -728,7 +722,7 @@ impl Engine {
                     batch.push(r);
                     batch_lines.push(n);
                     if batch.len() == IMPORT_BATCH {
-                        flush(&mut batch, &mut batch_lines, &collections, &profile.limits)?;
+                        flush(&mut batch, &mut batch_lines, &collections, &unlimited)?;
                     }
                 }
             }
@@ -745,10 +739,10 @@ impl Engine {
                 "import: the file ends after line {read} without its end line: it is incomplete"
             )));
         }
-        flush(&mut batch, &mut batch_lines, &collections, &profile.limits)?;
+        flush(&mut batch, &mut batch_lines, &collections, &unlimited)?;
         flush_audit(&mut audit_rows)?;
         self.import_adaptive(id, key, &collections, adaptive)?;
-        self.import_links(id, key, &profile.limits, links)?;
+        self.import_links(id, key, &unlimited, links)?;
         Ok((profile, metadata))
     }
 

@@ -1,7 +1,7 @@
 //! An import against a tenant purged and created again while it ran: it fails, the new
 //! tenant is left intact, and nothing the import wrote stays under its own storage key (the
 //! purge that replaced it erased only what had been written by then). An import past its own
-//! quotas is refused; imported audit rows carry no foreign identity as their own.
+//! quotas restores the tenant as it was; imported audit rows carry no foreign identity as their own.
 
 use strata_auth::OperatorScope;
 use strata_types::{NewRecord, RequestScope, TenantId};
@@ -196,69 +196,56 @@ fn with_limits(mut lines: Vec<ExportLine>, limits: TenantLimits) -> Vec<ExportLi
     lines
 }
 
-/// An export whose records exceed the limits its own tenant line gives is refused with the
-/// quota it breaks, counted as writes count it, and leaves no tenant behind; within them it
-/// imports.
+/// An export whose tenant is past its own limits (an operator lowered them below its usage)
+/// imports whole, usage counted as writes count it: a backup of a tenant the server runs must
+/// restore. Its next writes are refused by the quota they break, as they were before.
 #[test]
-fn an_import_past_its_own_quota_is_refused_and_leaves_nothing() {
+fn an_import_restores_a_tenant_past_its_own_limits() {
     let dir = tempfile::tempdir().unwrap();
     let engine = Engine::open(dir.path(), EngineConfig::default()).unwrap();
     let op = OperatorScope::for_tests();
     let lines = exported_tenant_with_three_records(&engine, "acme");
-    // A tenant's default collections are in its export, and count, as they do for writes.
     let collections = lines
         .iter()
         .filter(|l| matches!(l, ExportLine::Collection(_)))
         .count() as u64;
     assert!(collections > 1, "{lines:?}");
     let copy = TenantId::parse("copy").unwrap();
-    for (limits, resource) in [
-        (
-            TenantLimits {
-                max_vectors: Some(2),
-                ..Default::default()
-            },
-            "max_vectors",
-        ),
-        (
-            TenantLimits {
-                max_storage_bytes: Some(100),
-                ..Default::default()
-            },
-            "max_storage_bytes",
-        ),
-        (
-            TenantLimits {
-                max_collections: Some(collections - 1),
-                ..Default::default()
-            },
-            "max_collections",
-        ),
-    ] {
-        let got = engine.import_tenant(
-            &op,
-            &copy,
-            with_limits(lines.clone(), limits).into_iter().map(Ok),
-        );
-        assert!(
-            matches!(got, Err(EngineError::QuotaExceeded { resource: r, .. }) if r == resource),
-            "{resource}: {got:?}"
-        );
-        assert!(
-            engine.tenant_meta(&copy).is_err(),
-            "{resource}: a tenant was left"
-        );
-    }
-    // Exactly at the limits, it imports.
-    let exact = TenantLimits {
-        max_vectors: Some(3),
-        max_collections: Some(collections),
+    let below = TenantLimits {
+        max_vectors: Some(2),
+        max_storage_bytes: Some(100),
+        max_collections: Some(collections - 1),
         ..Default::default()
     };
     let info = engine
-        .import_tenant(&op, &copy, with_limits(lines, exact).into_iter().map(Ok))
+        .import_tenant(&op, &copy, with_limits(lines, below).into_iter().map(Ok))
         .unwrap();
-    assert_eq!(info.usage.map(|u| u.vectors), Some(3));
+    let usage = info.usage.unwrap();
+    assert_eq!((usage.vectors, usage.collections), (3, collections));
+    assert!(usage.storage_bytes > 100, "{usage:?}");
+    let scope = admin_scope(&engine, "copy");
+    let one_more = NewRecord {
+        content: Some("one more".into()),
+        vector: Some(vec![0.5; 384]),
+        ..Default::default()
+    };
+    let refused = engine.put(&scope, &RequestScope::default(), vec![one_more]);
+    assert!(
+        matches!(refused, Err(EngineError::QuotaExceeded { .. })),
+        "{refused:?}"
+    );
+    let name = strata_types::CollectionName::parse("more").unwrap();
+    let refused = engine.create_collection(&scope, &name, 2, strata_types::Metric::L2);
+    assert!(
+        matches!(
+            refused,
+            Err(EngineError::QuotaExceeded {
+                resource: "max_collections",
+                ..
+            })
+        ),
+        "{refused:?}"
+    );
 }
 
 /// Collection lines the API would refuse are refused by an import too, naming the line, and

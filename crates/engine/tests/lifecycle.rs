@@ -1966,3 +1966,34 @@ fn a_data_directory_that_is_a_file_is_refused_as_such() {
         Err(e) => assert!(e.to_string().contains("is a file, not a directory"), "{e}"),
     }
 }
+
+/// A tenant is created with the server's default collections, so a `max_collections` below
+/// their number would start it past its own quota: refused, naming the field, and no tenant
+/// is left.
+#[test]
+fn a_collection_quota_below_the_default_collections_is_refused_at_creation() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = strata_engine::EngineConfig::default();
+    let defaults = config.default_collections.len() as u64;
+    let engine = Engine::open(dir.path(), config).unwrap();
+    let id = TenantId::parse("small").unwrap();
+    let spec = |max| strata_engine::NewTenantSpec {
+        limits: Some(strata_engine::TenantLimits {
+            max_collections: Some(max),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let err = engine
+        .create_tenant_with(&op(), &id, spec(defaults - 1))
+        .unwrap_err();
+    assert!(
+        matches!(&err, EngineError::BadRequest(m) if m.starts_with("limits.max_collections")),
+        "{err}"
+    );
+    assert!(engine.tenant(&op(), &id).is_err());
+    let info = engine
+        .create_tenant_with(&op(), &id, spec(defaults))
+        .unwrap();
+    assert_eq!(info.limits.max_collections, Some(defaults));
+}

@@ -578,38 +578,39 @@ fn with_limits(ndjson: &str, limits: Value) -> String {
     lines.join("\n")
 }
 
-/// An export whose records exceed the limits its own tenant line gives the imported tenant is
-/// `403 QUOTA_EXCEEDED` naming the quota, counted as writes count it, and leaves no tenant.
+/// A tenant an operator put below its own usage (limits lowered after its writes) exports and
+/// imports whole: a backup of a tenant the server runs must restore. The imported tenant keeps
+/// those limits, and its next write is `403 QUOTA_EXCEEDED` naming the quota, as the original's
+/// is.
 #[test]
-fn an_import_past_its_own_quota_is_refused_and_leaves_nothing() {
+fn a_tenant_past_its_own_limits_exports_and_imports_whole() {
     let server = Server::start();
     seed(&server, "acme");
-    let ndjson = export(&server, "acme");
     // 60 vectors, 4 collections (3 default and `small`), 61 records of some KiB.
-    for (limits, quota) in [
-        (json!({"max_vectors": 2}), "max_vectors"),
-        (json!({"max_collections": 3}), "max_collections"),
-        (json!({"max_storage_bytes": 1000}), "max_storage_bytes"),
-    ] {
-        let (s, v) = import(&server, "over", &with_limits(&ndjson, limits));
-        assert_eq!((s, code(&v)), (403, "QUOTA_EXCEEDED"), "{quota}: {v}");
-        let message = v["error"]["message"].as_str().unwrap_or("");
-        assert!(message.contains(quota), "{quota}: {message}");
-        let (s, _) = server.get("/v1/admin/tenants/over", OPERATOR_KEY);
-        assert_eq!(s, 404, "{quota}: a refused import left a tenant behind");
-    }
-    // Within its limits the same export imports, under the same id.
-    let fits = json!({"max_vectors": 60, "max_collections": 4});
-    let (s, v) = import(&server, "over", &with_limits(&ndjson, fits));
+    server.limit("acme", json!({"max_vectors": 2, "max_collections": 3}));
+    let ndjson = export(&server, "acme");
+    let (s, v) = import(&server, "copy", &ndjson);
     assert_eq!(s, 201, "{v}");
     assert_eq!(
         (
             v["usage"]["vectors"].as_u64(),
+            v["usage"]["collections"].as_u64(),
             v["limits"]["max_vectors"].as_u64()
         ),
-        (Some(60), Some(60)),
+        (Some(60), Some(4), Some(2)),
         "{v}"
     );
+    for tenant in ["acme", "copy"] {
+        let key = server.key(tenant, json!({ "permissions": ALL }));
+        let (s, v) = server.post(
+            "/v1/memories",
+            &key,
+            json!({"content": "one more", "modality": "small", "vector": vec![0.5f32; 8]}),
+        );
+        assert_eq!((s, code(&v)), (403, "QUOTA_EXCEEDED"), "{tenant}: {v}");
+        let message = v["error"]["message"].as_str().unwrap_or("");
+        assert!(message.contains("max_vectors"), "{tenant}: {message}");
+    }
 }
 
 /// Imported audit rows are kept as the importing tenant's history, marked `imported`: their
