@@ -432,7 +432,8 @@ fn tenant_series(out: &mut String, blocks: &BTreeMap<&str, Block>) {
         out,
         "strata_tenant_quota_usage_ratio",
         "gauge",
-        "Usage over limit for each quota a labelled tenant has (not for the summed tenants).",
+        "Usage over limit for each quota a labelled tenant has (not for the summed tenants); \
+         a limit of 0 is full: 1 with nothing used, +Inf past it.",
     );
     for (id, b) in blocks {
         let Some(info) = &b.info else { continue };
@@ -443,14 +444,19 @@ fn tenant_series(out: &mut String, blocks: &BTreeMap<&str, Block>) {
             ("collections", b.collections, l.max_collections),
         ];
         for (q, used, max) in quotas {
-            if let Some(max) = max.filter(|m| *m > 0) {
-                let _ = writeln!(
-                    out,
-                    "strata_tenant_quota_usage_ratio{{{},quota=\"{q}\"}} {}",
-                    t(id),
-                    used as f64 / max as f64
-                );
-            }
+            // A limit of 0 refuses every write it covers: the quota is full, never absent
+            // (as a tenant without the limit is).
+            let ratio = match max {
+                None => continue,
+                Some(0) if used == 0 => "1".to_owned(),
+                Some(0) => "+Inf".to_owned(),
+                Some(max) => (used as f64 / max as f64).to_string(),
+            };
+            let _ = writeln!(
+                out,
+                "strata_tenant_quota_usage_ratio{{{},quota=\"{q}\"}} {ratio}",
+                t(id),
+            );
         }
     }
     help(

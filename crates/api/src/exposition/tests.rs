@@ -490,3 +490,26 @@ fn other_counters_never_go_down_as_tenants_come_and_go() {
     rows.push(again);
     assert_eq!(scrape(&rows), (1_014.0, 3.0));
 }
+
+/// A limit of 0 refuses every write it covers: its quota is full (1, or +Inf once past it),
+/// never left out as a tenant without the limit is.
+#[test]
+fn a_quota_of_zero_is_full_not_absent() {
+    let mut empty = row("empty", 0, TenantSnapshot::default());
+    let mut past = row("past", 5, TenantSnapshot::default());
+    let mut unlimited = row("unlimited", 5, TenantSnapshot::default());
+    for r in [&mut empty, &mut past] {
+        r.info.limits.max_vectors = Some(0);
+    }
+    unlimited.info.limits.max_vectors = None;
+    let tenants = [empty, past, unlimited];
+    let text = render(&exposition(&tenants, 10, &[]));
+    let ratios = by_tenant(
+        &text,
+        "strata_tenant_quota_usage_ratio",
+        ",quota=\"vectors\"",
+    );
+    assert_eq!(ratios.get("empty"), Some(&1.0), "{text}");
+    assert_eq!(ratios.get("past"), Some(&f64::INFINITY), "{text}");
+    assert!(!ratios.contains_key("unlimited"), "{text}");
+}
