@@ -163,15 +163,14 @@ impl Gate {
         // The in-flight cap first: a request it refuses spends no rate token (a client
         // retrying at its cap would otherwise drain its own bucket); a rate refusal then drops
         // the permit it took.
-        let permit = match admission.limits.max_concurrent {
-            Some(max) => Some(self.in_flight.try_acquire(&key, max).map_err(|b| {
-                ApiError::ConcurrencyLimited(format!(
-                    "{} requests in flight; the limit is {}",
-                    b.in_flight, b.max
-                ))
-            })?),
-            None => None,
-        };
+        // Counted without a cap too, so that a cap set while requests run sees them.
+        let max = admission.limits.max_concurrent.unwrap_or(u32::MAX);
+        let permit = self.in_flight.try_acquire(&key, max).map_err(|b| {
+            ApiError::ConcurrencyLimited(format!(
+                "{} requests in flight; the limit is {}",
+                b.in_flight, b.max
+            ))
+        })?;
         if let Some(qps) = admission.limits.max_qps {
             let limits = Limits::new(qps, admission.limits.burst).map_err(|e| {
                 ApiError::Internal(format!(
@@ -193,7 +192,7 @@ impl Gate {
                 series: self.metrics.tenant(scope.key(), scope.tenant()),
                 scope: scope.clone(),
             },
-            _permit: permit,
+            _permit: Some(permit),
             body: BodySlot::default(),
         })
     }
@@ -730,6 +729,46 @@ mod tests {
             gate.admit(&engine, &scope),
             Err(ApiError::RateLimited { .. })
         ));
+        gate.shutdown(Duration::from_secs(5));
+    }
+
+    /// Requests admitted while a tenant had no in-flight cap count against one set while they
+    /// run: the cap holds from the moment it is set, not once they have drained.
+    #[test]
+    fn a_cap_set_while_requests_run_counts_them() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let engine =
+            Engine::open(dir.path(), strata_engine::EngineConfig::default()).expect("engine");
+        let gate = Gate::new(PoolConfig::default(), Arc::new(Metrics::default())).expect("pool");
+        let scope = admitted(&gate, &engine, 1, Lane::Shared)
+            .share
+            .scope
+            .clone();
+        let mut running: Vec<Admitted> = (0..3)
+            .map(|_| gate.admit(&engine, &scope).expect("no cap yet"))
+            .collect();
+        let update = strata_engine::TenantUpdate {
+            limits: Some(strata_engine::TenantLimits {
+                max_concurrent: Some(2),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        engine
+            .update_tenant(
+                &strata_auth::OperatorScope::for_tests(),
+                scope.tenant(),
+                update,
+            )
+            .expect("limits");
+        for _ in 0..2 {
+            assert!(matches!(
+                gate.admit(&engine, &scope),
+                Err(ApiError::ConcurrencyLimited(_))
+            ));
+            running.pop();
+        }
+        drop(gate.admit(&engine, &scope).expect("one of two in flight"));
         gate.shutdown(Duration::from_secs(5));
     }
 
