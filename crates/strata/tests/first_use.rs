@@ -203,7 +203,11 @@ fn filters_on_built_in_fields_check_their_operands_and_read_null_as_get_shows_it
         (json!({"expires_at": {"$in": [null, ahead]}}), 2),
         (json!({"kind": null}), 1),
         (json!({"run_id": null}), 2),
-        (json!({"note": null}), 1),
+        // As in MongoDB: a metadata key stored as null and one that is missing both equal
+        // null; `$exists` tells them apart.
+        (json!({"note": null}), 2),
+        (json!({"note": {"$ne": null}}), 0),
+        (json!({"note": {"$exists": true}}), 1),
         (json!({"expires_at": {"$gt": 0}}), 1),
     ] {
         assert_eq!(count(&server, &key, filter.clone()), want, "{filter}");
