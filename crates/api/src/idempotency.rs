@@ -45,6 +45,26 @@ pub(crate) struct Fingerprint {
     head: Sha256,
 }
 
+/// What a grant entitles, as text that two equal grants share whatever order their lists were
+/// given in: a JWT refreshed with the same claims in another order is the same caller, and its
+/// retry must find the key its first try stored.
+fn canonical_grant(grant: &strata_auth::Grant) -> String {
+    fn set<T: AsRef<str>>(list: Option<&Vec<T>>) -> Option<Vec<&str>> {
+        list.map(|items| {
+            let mut names: Vec<&str> = items.iter().map(AsRef::as_ref).collect();
+            names.sort_unstable();
+            names.dedup();
+            names
+        })
+    }
+    format!(
+        "{:?} {:?} {:?}",
+        grant.permissions,
+        set(grant.user_tokens.as_ref()),
+        set(grant.domains.as_ref())
+    )
+}
+
 impl Fingerprint {
     /// The request's key with what its fingerprint covers besides the body: its route and
     /// query, the credential's grant and the domain header — so a retry matches only the same
@@ -61,7 +81,7 @@ impl Fingerprint {
         // A malformed key is an error here; the write refuses it after its body's tenant
         // check (`JsonBody`'s order), so a body naming another tenant is still that event.
         Idempotency::new(key, String::new())?;
-        let grant = format!("{:?}", auth.scope.grant());
+        let grant = canonical_grant(auth.scope.grant());
         let mut head = Sha256::new();
         for part in [route, query.unwrap_or(""), &grant] {
             head.update(part.as_bytes());
@@ -183,6 +203,39 @@ pub(crate) fn replay(status: u16, answer: Value) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A grant's lists are sets: the same claims in another order (a refreshed JWT) keep the
+    /// namespace its keys are stored under; another set does not.
+    #[test]
+    fn equal_grants_share_a_namespace_whatever_their_lists_order() {
+        use strata_auth::{Grant, Permission, Permissions};
+        use strata_types::{Domain, UserToken};
+        let grant = |tokens: &[&str], domains: &[&str]| Grant {
+            permissions: Permissions::of(&[Permission::Read, Permission::Write]),
+            user_tokens: Some(
+                tokens
+                    .iter()
+                    .map(|t| UserToken::parse(t).unwrap())
+                    .collect(),
+            ),
+            domains: Some(domains.iter().map(|d| Domain::parse(d).unwrap()).collect()),
+        };
+        let first = canonical_grant(&grant(&["u:a", "u:b"], &["x", "y"]));
+        assert_eq!(
+            first,
+            canonical_grant(&grant(&["u:b", "u:a"], &["y", "x", "y"]))
+        );
+        assert_ne!(first, canonical_grant(&grant(&["u:a"], &["x", "y"])));
+        assert_ne!(first, canonical_grant(&grant(&["u:a", "u:b"], &["x"])));
+        let unbound = Grant {
+            user_tokens: None,
+            ..grant(&[], &["x", "y"])
+        };
+        assert_ne!(
+            canonical_grant(&unbound),
+            canonical_grant(&grant(&[], &["x", "y"]))
+        );
+    }
 
     #[test]
     fn the_routes_named_here_are_served() {

@@ -86,6 +86,9 @@ impl Default for IntegrityPolicy {
     }
 }
 
+/// The longest cooldown a policy may set: a day.
+pub const MAX_COOLDOWN_MS: u64 = 86_400_000;
+
 impl IntegrityPolicy {
     /// Checks every threshold: each number finite and in range, and the ordering the
     /// hysteresis needs (`0 < stress_exit < stress_enter <= critical_exit < critical_enter`).
@@ -159,6 +162,14 @@ impl IntegrityPolicy {
         }
         if self.consecutive == 0 {
             return Err("consecutive: must be at least 1 sample".into());
+        }
+        // A cooldown is how long a state holds at least; one of days would keep a tenant
+        // that recovered refused until an operator noticed.
+        if self.cooldown_ms > MAX_COOLDOWN_MS {
+            return Err(format!(
+                "cooldown_ms: must be at most {MAX_COOLDOWN_MS} (one day), not {}",
+                self.cooldown_ms
+            ));
         }
         Ok(())
     }
@@ -277,9 +288,12 @@ impl Machine {
         };
         self.pending = Some((target, count));
         let cooldown = Millis::try_from(p.cooldown_ms).unwrap_or(Millis::MAX);
+        // The times are the wall clock's: one stepped back past the last move (an NTP
+        // correction) counts as cooled, or a tenant in `critical` would have its writes
+        // refused for as long as the step, on top of the cooldown.
         let cooled = self
             .last_move
-            .is_none_or(|t| now.saturating_sub(t) >= cooldown);
+            .is_none_or(|t| now < t || now - t >= cooldown);
         if count < p.consecutive || !cooled {
             return None;
         }
@@ -761,6 +775,36 @@ mod tests {
             "still critical at {now} ms"
         );
         assert!(now <= 30_000, "{now} ms");
+    }
+
+    /// A wall clock stepped back past the last move does not hold the state for the step.
+    #[test]
+    fn a_clock_stepped_back_does_not_hold_the_state() {
+        let p = policy();
+        let mut m = Machine::default();
+        for i in 0..3 {
+            m.observe(&p, 5.0, 1_000_000 + i);
+        }
+        assert_eq!(m.state, IntegrityState::Critical);
+        // An hour back: the samples that follow move it as if the cooldown had passed.
+        for i in 0..10 {
+            m.observe(&p, 0.1, 1_000_000 - 3_600_000 + i);
+        }
+        assert_ne!(m.state, IntegrityState::Critical);
+    }
+
+    #[test]
+    fn a_cooldown_longer_than_a_day_is_refused() {
+        let long = IntegrityPolicy {
+            cooldown_ms: MAX_COOLDOWN_MS + 1,
+            ..policy()
+        };
+        assert!(long.validate().unwrap_err().starts_with("cooldown_ms: "));
+        let day = IntegrityPolicy {
+            cooldown_ms: MAX_COOLDOWN_MS,
+            ..policy()
+        };
+        assert_eq!(day.validate(), Ok(()));
     }
 
     /// A cooldown too long for milliseconds since the epoch is a cooldown, not none.
