@@ -477,7 +477,8 @@ fn unanswered_offers_write_at_most_a_row_a_minute_into_the_grantees_log() {
 /// owner's index, reads nothing through it once the call that stopped it returned.
 #[test]
 fn a_grant_verified_before_it_ended_does_not_stand_on_a_later_snapshot() {
-    let stops: [(&str, fn(&Engine, &str)); 3] = [
+    type Stop = fn(&Engine, &str);
+    let stops: [(&str, Stop); 3] = [
         ("suspended", |engine, share| {
             let _ = share;
             let op = OperatorScope::for_tests();

@@ -568,16 +568,6 @@ fn import_messages_name_the_lines_and_the_limit() {
     }
 }
 
-/// `ndjson` with its tenant line's limits replaced by `limits`.
-fn with_limits(ndjson: &str, limits: Value) -> String {
-    let mut lines: Vec<String> = ndjson.lines().map(str::to_owned).collect();
-    let mut tenant: Value = serde_json::from_str(&lines[0]).expect("tenant line");
-    assert_eq!(tenant["type"], "tenant");
-    tenant["limits"] = limits;
-    lines[0] = tenant.to_string();
-    lines.join("\n")
-}
-
 /// A tenant an operator put below its own usage (limits lowered after its writes) exports and
 /// imports whole: a backup of a tenant the server runs must restore. The imported tenant keeps
 /// those limits, and its next write is `403 QUOTA_EXCEEDED` naming the quota, as the original's
