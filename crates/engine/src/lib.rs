@@ -319,12 +319,28 @@ impl Engine {
                 ),
             }));
         }
-        std::fs::create_dir_all(dir).map_err(|source| {
+        let io = |path: &Path, source| {
             EngineError::Store(strata_store::StoreError::Io {
-                path: dir.display().to_string(),
+                path: path.display().to_string(),
                 source,
             })
-        })?;
+        };
+        // The directories this start creates, so that their names are synced too: a power
+        // loss after the first acknowledged writes must not take the new directory along.
+        let created: Vec<&Path> = dir
+            .ancestors()
+            .take_while(|a| !a.as_os_str().is_empty() && !a.exists())
+            .collect();
+        std::fs::create_dir_all(dir).map_err(|source| io(dir, source))?;
+        for made in created {
+            let parent = match made.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p,
+                _ => Path::new("."),
+            };
+            std::fs::File::open(parent)
+                .and_then(|d| d.sync_all())
+                .map_err(|source| io(parent, source))?;
+        }
         // `usize::MAX` only on a 32-bit host asked for more than it can address.
         let cache = usize::try_from(config.storage_cache_bytes).unwrap_or(usize::MAX);
         let options = strata_store::FileOptions {

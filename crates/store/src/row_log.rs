@@ -187,6 +187,9 @@ struct Wake {
     /// Tests hold checkpoints, to see what the log alone brings back.
     #[cfg(test)]
     held: bool,
+    /// Tests make the checkpoints' flushes of the log fail.
+    #[cfg(test)]
+    fail_flushes: bool,
 }
 
 /// The main file's row log (see the module's documentation).
@@ -556,6 +559,13 @@ impl RowLog {
         let left = {
             let mut files = lock(&self.files);
             let flushed = self.flush(&mut files);
+            #[cfg(test)]
+            let flushed = match lock(&self.wake).fail_flushes {
+                true => Err(std::io::Error::other(
+                    "a checkpoint's flush failed (a test)",
+                )),
+                false => flushed,
+            };
             let failed = flushed
                 .as_ref()
                 .err()
@@ -628,6 +638,19 @@ impl RowLog {
         self.wake_cv.notify_one();
     }
 
+    /// Makes the checkpoints' flushes of the log fail from now on, and asks for one.
+    #[cfg(test)]
+    pub(crate) fn fail_checkpoint_flushes(&self) {
+        lock(&self.wake).fail_flushes = true;
+        self.ask_checkpoint();
+    }
+
+    /// Whether a flush (or a checkpoint) has failed.
+    #[cfg(test)]
+    pub(crate) fn has_failed(&self) -> bool {
+        lock(&self.flushed).failed.is_some()
+    }
+
     fn ask_checkpoint(&self) {
         lock(&self.wake).asked = true;
         self.wake_cv.notify_one();
@@ -640,9 +663,15 @@ impl RowLog {
     }
 
     /// The checkpoint thread's loop: a checkpoint every [`CHECKPOINT_EVERY`] while anything
-    /// was logged, or at once past [`CHECKPOINT_BYTES`], until stopped. A failed checkpoint
-    /// has failed the file's syncs (the store refuses writes); the loop ends.
-    pub(crate) fn run_checkpoints(&self, durable_commit: &dyn Fn() -> Result<(), StoreError>) {
+    /// was logged, or at once past [`CHECKPOINT_BYTES`], until stopped. A failed checkpoint,
+    /// its flush of the log or its durable commit, is passed to `failed`, which fails the main
+    /// file's syncs (the store refuses writes before they commit, as after a failed flush of
+    /// the flusher's); the loop ends.
+    pub(crate) fn run_checkpoints(
+        &self,
+        durable_commit: &dyn Fn() -> Result<(), StoreError>,
+        failed: &dyn Fn(&std::io::Error),
+    ) {
         let mut last = Instant::now();
         loop {
             {
@@ -676,8 +705,10 @@ impl RowLog {
                 continue;
             }
             if let Err(e) = self.checkpoint(durable_commit) {
-                // Nothing may be acknowledged through a log no checkpoint empties any more.
+                // Nothing may be acknowledged through a log no checkpoint empties any more,
+                // nor committed: a write that commits is read, and would be lost at a crash.
                 self.fail(&e);
+                failed(&std::io::Error::other(e.to_string()));
                 tracing::error!(error = %e, "row log checkpoint failed; writes are refused until a restart");
                 return;
             }

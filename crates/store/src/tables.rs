@@ -456,14 +456,12 @@ impl Store {
                 .name("strata-checkpoint".into())
                 .spawn(move || {
                     let _writing = write_path();
-                    log.run_checkpoints(&|| {
-                        sync(&db, &commits).map(|_| ()).inspect_err(|e| {
-                            // Whatever the commit left unsynced is not known to be on disk.
-                            read_db(&db)
-                                .sync
-                                .fail(&std::io::Error::other(e.to_string()));
-                        })
-                    });
+                    log.run_checkpoints(
+                        &|| sync(&db, &commits).map(|_| ()),
+                        // Whatever the commit or the log's flush left unsynced is not known
+                        // to be on disk.
+                        &|e| read_db(&db).sync.fail(e),
+                    );
                 })
                 .map_err(|source| StoreError::Io {
                     path: path.display().to_string(),
