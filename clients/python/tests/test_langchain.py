@@ -435,8 +435,35 @@ def test_bad_inputs_are_refused_before_sending(store: StrataVectorStore) -> None
     metadatas = [{}] * lc.BATCH + [{"at": datetime.date(2026, 1, 2)}]
     with pytest.raises(BadRequestError, match=r"texts\[500\]"):
         store.add_texts(texts, metadatas=metadatas)
+    # NaN (pandas' missing value) and half a surrogate pair have no JSON or UTF-8 form: also
+    # refused before the first batch is sent, not after it was written.
+    for bad in [{"score": math.nan}, {"note": "\ud800"}]:
+        with pytest.raises(BadRequestError, match=r"texts\[500\]"):
+            store.add_texts(texts, metadatas=[{}] * lc.BATCH + [bad])
+    # Lists that do not match are refused before the texts are embedded or the collection
+    # created.
+    fresh = StrataVectorStore(
+        client=store.client, embedding=store.embeddings, collection=unique("docs")
+    )
+    with pytest.raises(ValueError, match="1 metadatas for 2 texts"):
+        fresh.add_texts(["a", "b"], metadatas=[{}])
+    assert fresh._dim is None
     assert store.get_by_ids(["f1"]) == []
     assert store.similarity_search("ok", k=1) == []
+
+
+def test_a_store_in_a_run_keeps_every_document_of_the_same_text(
+    client: Strata, embedding: DeterministicFakeEmbedding
+) -> None:
+    # The server deduplicates a run's writes of one content; LangChain stores each document.
+    store = StrataVectorStore(
+        client=client, embedding=embedding, collection=unique("docs"), run_id="chat-1"
+    )
+    first = store.add_texts(["footer"], metadatas=[{"page": 1}])
+    second = store.add_texts(["footer"], metadatas=[{"page": 2}])
+    assert first != second
+    pages = sorted(d.metadata["page"] for d in store.get_by_ids(first + second))
+    assert pages == [1, 2]
 
 
 def test_mmr_selection_is_incremental_and_matches_the_definition() -> None:

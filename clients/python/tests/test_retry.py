@@ -17,9 +17,12 @@ from strata_client import (
     OverloadedError,
     RateLimitError,
     RetryPolicy,
+    ServerError,
     Strata,
     StrataAdmin,
     StrataConnectionError,
+    TenantCriticalError,
+    TenantStressedError,
 )
 from strata_client._scope import Scope
 
@@ -112,6 +115,24 @@ def test_policy_retries_lost_answers_only_when_safe() -> None:
     bad = BadRequestError("no", code="BAD_REQUEST", status=400)
     assert p.delay(bad, 0, idempotent=True) is None
     assert RetryPolicy(max_retries=0).delay(_rate_limited(0.1), 0, idempotent=True) is None
+
+
+def test_policy_retries_a_gateways_transient_answers_only_when_safe() -> None:
+    p = RetryPolicy()
+    for status in (502, 503, 504):
+        gateway = ServerError("bad gateway", code="UNEXPECTED_RESPONSE", status=status)
+        assert p.delay(gateway, 0, idempotent=True) is not None, status
+        assert p.delay(gateway, 0, idempotent=False) is None, status
+    waited = ServerError("restarting", code="UNAVAILABLE", status=503, retry_after=0.5)
+    delay = p.delay(waited, 0, idempotent=True)
+    assert delay is not None and delay >= 0.5
+    internal = ServerError("bug", code="INTERNAL", status=500)
+    assert p.delay(internal, 0, idempotent=True) is None
+    # A tenant's own integrity state lasts until it recovers: not repeated as it was.
+    stressed = TenantStressedError("shed", code="TENANT_STRESSED", status=503, retry_after=1.0)
+    critical = TenantCriticalError("refused", code="TENANT_CRITICAL", status=503)
+    assert p.delay(stressed, 0, idempotent=True) is None
+    assert p.delay(critical, 0, idempotent=True) is None
 
 
 def test_a_write_without_ids_is_answered_once_when_repeated(client: Strata) -> None:

@@ -25,9 +25,11 @@ Maximal marginal relevance needs the query's vector, so it needs an ``embedding`
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import unicodedata
+import uuid
 from typing import (
     Any,
     Callable,
@@ -158,14 +160,24 @@ def _json_size(i: int, record: NewRecord) -> int:
     """Bytes of ``record``'s JSON as sent (UTF-8); a record JSON cannot carry (a
     ``datetime`` in its metadata) is refused, before anything of the call is sent."""
     try:
-        text = json.dumps(record.to_json(), ensure_ascii=False, separators=(",", ":"))
-    except (TypeError, ValueError) as e:
+        text = json.dumps(
+            record.to_json(), ensure_ascii=False, separators=(",", ":"), allow_nan=False
+        )
+        # Strict: half a surrogate pair has no UTF-8 form, and the request would fail to
+        # encode after earlier batches of the call were written.
+        return len(text.encode("utf-8"))
+    except TypeError as e:
         raise BadRequestError(
             f"texts[{i}]: {e} (convert it to a string or a number first); refused by the "
             "client before sending",
             code="BAD_REQUEST",
         ) from None
-    return len(text.encode("utf-8", "surrogatepass"))
+    except ValueError as e:  # NaN or an infinity (pandas' missing values), or a lone surrogate
+        why = " (NaN and infinities have no JSON form: use None)" if "float" in str(e) else ""
+        raise BadRequestError(
+            f"texts[{i}]: {e}{why}; refused by the client before sending",
+            code="BAD_REQUEST",
+        ) from None
 
 
 def _batches(records: List[NewRecord]) -> List[List[NewRecord]]:
@@ -452,13 +464,20 @@ class StrataVectorStore(VectorStore):
 
     # Writing.
 
-    def _records(
+    def _check_call(
         self,
         texts: List[str],
-        vectors: Sequence[Optional[List[float]]],
         metadatas: Optional[List[Dict[str, Any]]],
         ids: Optional[Sequence[Optional[str]]],
-    ) -> List[NewRecord]:
+    ) -> Optional[List[Optional[str]]]:
+        """Refuses, before anything is embedded, created or written, a call whose lists do
+        not match; returns the ids to write under.
+
+        In a store with a ``run_id`` the server deduplicates writes of the same content in
+        the run: a second document with the text of an earlier one would come back with the
+        earlier one's id, its own metadata dropped. LangChain stores each document added, so
+        a text given no id there gets one here (a client id is never deduplicated)."""
+        _check_texts(texts)
         if metadatas is not None and len(metadatas) != len(texts):
             raise ValueError(f"{len(metadatas)} metadatas for {len(texts)} texts")
         if ids is not None and len(ids) != len(texts):
@@ -471,6 +490,18 @@ class StrataVectorStore(VectorStore):
                 if given is not None and given in seen:
                     raise ValueError(f"id {given!r} is given twice; each text needs its own id")
                 seen.add(given)
+        if self.scope.run_id is None:
+            return list(ids) if ids is not None else None
+        named: List[Optional[str]] = list(ids) if ids is not None else [None] * len(texts)
+        return [i if i is not None else str(uuid.uuid4()) for i in named]
+
+    def _records(
+        self,
+        texts: List[str],
+        vectors: Sequence[Optional[List[float]]],
+        metadatas: Optional[List[Dict[str, Any]]],
+        ids: Optional[Sequence[Optional[str]]],
+    ) -> List[NewRecord]:
         records = []
         for i, (text, vector) in enumerate(zip(texts, vectors)):
             metadata = metadatas[i] if metadatas else None
@@ -497,7 +528,7 @@ class StrataVectorStore(VectorStore):
         texts = list(texts)
         if not texts:
             return []
-        _check_texts(texts)
+        write_ids = self._check_call(texts, metadatas, ids)
         vectors: Sequence[Optional[List[float]]]
         if self._embedding is None:
             # Content only: the server embeds each text on write.
@@ -506,7 +537,7 @@ class StrataVectorStore(VectorStore):
         else:
             vectors = self._embedding.embed_documents(texts)
             self._ensure_collection(len(vectors[0] or []), create=True)
-        records = self._records(texts, vectors, metadatas, ids)
+        records = self._records(texts, vectors, metadatas, write_ids)
         out: List[str] = []
         pending = _batches(records)
         try:
@@ -536,7 +567,7 @@ class StrataVectorStore(VectorStore):
         texts = list(texts)
         if not texts:
             return []
-        _check_texts(texts)
+        write_ids = self._check_call(texts, metadatas, ids)
         vectors: Sequence[Optional[List[float]]]
         if self._embedding is None:
             await self._aensure_server_collection(self._async_client, write=True)
@@ -544,9 +575,11 @@ class StrataVectorStore(VectorStore):
         else:
             vectors = await self._embedding.aembed_documents(texts)
             await self._aensure_collection(self._async_client, len(vectors[0] or []), create=True)
-        records = self._records(texts, vectors, metadatas, ids)
+        records = self._records(texts, vectors, metadatas, write_ids)
         out: List[str] = []
-        pending = _batches(records)
+        # Serialising every record to size the batches takes seconds of CPU for thousands of
+        # large vectors: off the event loop, which the caller's other tasks share.
+        pending = await asyncio.get_running_loop().run_in_executor(None, _batches, records)
         try:
             while pending:
                 batch = pending.pop(0)

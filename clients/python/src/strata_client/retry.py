@@ -7,6 +7,12 @@ unread answers hold its memory budget (``429 ANSWER_MEMORY_LIMITED``), or a full
 ``retry_after_ms`` and ``Retry-After``. Retrying those is therefore safe for every request,
 writes included, and the client does so by default, waiting as long as the server asked.
 
+A gateway's ``502``/``504`` and a ``503`` other than a tenant's own integrity state (the server
+restarting behind a proxy, its storage failing) are retried like a broken connection: only for
+idempotent requests, after a backoff (or the wait the answer asked for). ``TENANT_STRESSED`` and
+``TENANT_CRITICAL`` are not: they last until the tenant recovers, and a stressed tenant is asked
+to send less, not the same again.
+
 A broken connection is different: the server may have applied a write whose answer was lost.
 Those are retried only when the request was never sent (connect failures) or is idempotent:
 reads, searches, listings, counts, patches, deletes, and writes. A write whose records all
@@ -21,7 +27,18 @@ import random
 from dataclasses import dataclass
 from typing import Optional, Union
 
-from .errors import OverloadedError, RateLimitError, StrataConnectionError, StrataError
+from .errors import (
+    OverloadedError,
+    RateLimitError,
+    ServerError,
+    StrataConnectionError,
+    StrataError,
+    TenantCriticalError,
+    TenantStressedError,
+)
+
+#: Statuses of a server or gateway that may answer differently a moment later.
+_TRANSIENT_STATUSES = (502, 503, 504)
 
 __all__ = ["RetryPolicy"]
 
@@ -66,6 +83,8 @@ class RetryPolicy:
             wait = error.retry_after if error.retry_after is not None else self._backoff(attempt)
         elif isinstance(error, StrataConnectionError) and (idempotent or not sent):
             wait = self._backoff(attempt)
+        elif idempotent and _transient(error):
+            wait = error.retry_after if error.retry_after is not None else self._backoff(attempt)
         else:
             return None
         if wait > self.max_wait:
@@ -76,3 +95,13 @@ class RetryPolicy:
 
     def _backoff(self, attempt: int) -> float:
         return float(min(self.max_backoff, self.backoff * (2**attempt)))
+
+
+def _transient(error: StrataError) -> bool:
+    """A server's or gateway's answer that may differ a moment later (see the module's
+    documentation); never a tenant's own integrity state."""
+    return (
+        isinstance(error, ServerError)
+        and not isinstance(error, (TenantStressedError, TenantCriticalError))
+        and error.status in _TRANSIENT_STATUSES
+    )
