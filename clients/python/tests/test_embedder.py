@@ -82,6 +82,11 @@ def test_langchain_store_without_client_embeddings(eclient: Strata) -> None:
     # Another principal's store sees none of Alice's documents.
     bob = StrataVectorStore(client=eclient, user_tokens=["u:bob"])
     assert bob.similarity_search(PARAPHRASE, k=3) == []
+    # Maximal marginal relevance without a client embedding: relevance is the server's score.
+    mmr = store.max_marginal_relevance_search(PARAPHRASE, k=2, fetch_k=5, lambda_mult=1.0)
+    assert [d.id for d in mmr][:1] == [ids[0]] and len(mmr) == 2
+    retriever = store.as_retriever(search_type="mmr", search_kwargs={"k": 2})
+    assert len(retriever.invoke(PARAPHRASE)) == 2
 
 
 async def test_langchain_store_without_client_embeddings_async(
@@ -92,6 +97,8 @@ async def test_langchain_store_without_client_embeddings_async(
         ids = await store.aadd_texts([TARGET] + DISTRACTORS)
         docs = await store.asimilarity_search(PARAPHRASE, k=1)
         assert [d.id for d in docs] == [ids[0]]
+        mmr = await store.amax_marginal_relevance_search(PARAPHRASE, k=1, lambda_mult=1.0)
+        assert [d.id for d in mmr] == [ids[0]]
 
 
 def test_langchain_store_refuses_a_collection_the_server_does_not_embed(
@@ -106,5 +113,4 @@ def test_langchain_store_refuses_a_collection_the_server_does_not_embed(
     with pytest.raises(ValueError, match="does not exist"):
         missing.add_texts(["x"])
     assert missing.similarity_search("x") == []
-    with pytest.raises(ValueError, match="needs the query's vector"):
-        StrataVectorStore(client=eclient).max_marginal_relevance_search("x")
+    assert missing.max_marginal_relevance_search("x") == []

@@ -128,7 +128,11 @@ def _dot(a: Sequence[float], b: Sequence[float]) -> float:
 
 
 def mmr_select(
-    query: Sequence[float], candidates: Sequence[Sequence[float]], k: int, lambda_mult: float
+    query: Sequence[float],
+    candidates: Sequence[Sequence[float]],
+    k: int,
+    lambda_mult: float,
+    relevance: Optional[Sequence[float]] = None,
 ) -> List[int]:
     """Maximal marginal relevance: indexes of ``k`` candidates, each chosen for similarity to
     the query minus its greatest similarity to those already chosen (cosine).
@@ -137,8 +141,9 @@ def mmr_select(
     chosen last, so a selection costs ``k * fetch_k`` dot products, not ``k^2 * fetch_k``;
     pure Python (numpy would be a heavy dependency for it)."""
     units = [_unit(c) for c in candidates]
-    q = _unit(query)
-    relevance = [_dot(q, u) for u in units]
+    if relevance is None:
+        q = _unit(query)
+        relevance = [_dot(q, u) for u in units]
     redundancy = [-math.inf] * len(units)
     left = set(range(len(units)))
     chosen: List[int] = []
@@ -343,11 +348,6 @@ class StrataVectorStore(VectorStore):
     @property
     def embeddings(self) -> Optional[Embeddings]:
         """The client-side embedding, or ``None`` when the server embeds."""
-        return self._embedding
-
-    def _client_embedding(self, what: str) -> Embeddings:
-        if self._embedding is None:
-            raise ValueError(f"{what} needs the query's vector: give the store an embedding")
         return self._embedding
 
     @property
@@ -849,18 +849,27 @@ class StrataVectorStore(VectorStore):
         return self._mmr_pick(embedding, result.hits, k, lambda_mult)
 
     def _mmr_args(
-        self, embedding: List[float], fetch_k: int, filter: Optional[Mapping[str, Any]]
+        self,
+        embedding: Optional[List[float]],
+        fetch_k: int,
+        filter: Optional[Mapping[str, Any]],
+        query: Optional[str] = None,
     ) -> Dict[str, Any]:
-        args = self._search_args(embedding, fetch_k, filter)
+        args = self._search_args(embedding, fetch_k, filter, query=query)
         args["include"] = ["content", "metadata", "vector"]
         return args
 
     @staticmethod
     def _mmr_pick(
-        embedding: List[float], hits: Sequence[SearchHit], k: int, lambda_mult: float
+        embedding: Optional[List[float]], hits: Sequence[SearchHit], k: int, lambda_mult: float
     ) -> List[Document]:
+        """``k`` of the ``hits`` by maximal marginal relevance. Without the query's vector (the
+        server embedded the query) a hit's relevance is its score, the cosine similarity to
+        the query in the server-embedded collection's metric."""
         candidates = [h for h in hits if h.vector]
-        picked = mmr_select(embedding, [c.vector or [] for c in candidates], k, lambda_mult)
+        relevance = None if embedding is not None else [c.score for c in candidates]
+        vectors = [c.vector or [] for c in candidates]
+        picked = mmr_select(embedding or [], vectors, k, lambda_mult, relevance)
         return [_document(candidates[i]) for i in picked]
 
     def max_marginal_relevance_search(
@@ -872,7 +881,13 @@ class StrataVectorStore(VectorStore):
         filter: Optional[Mapping[str, Any]] = None,
         **kwargs: Any,
     ) -> List[Document]:
-        vector = self._client_embedding("max_marginal_relevance_search").embed_query(query)
+        if self._embedding is None:
+            translate_filter(filter)
+            if k == 0 or not self._ensure_server_collection(write=False):
+                return []
+            hits = self.client.search(**self._mmr_args(None, fetch_k, filter, query=query)).hits
+            return self._mmr_pick(None, hits, k, lambda_mult)
+        vector = self._embedding.embed_query(query)
         return self.max_marginal_relevance_search_by_vector(
             vector, k, fetch_k, lambda_mult, filter, **kwargs
         )
@@ -886,7 +901,25 @@ class StrataVectorStore(VectorStore):
         filter: Optional[Mapping[str, Any]] = None,
         **kwargs: Any,
     ) -> List[Document]:
-        embedding = self._client_embedding("amax_marginal_relevance_search")
+        if self._embedding is None:
+            if self._async_client is None:
+                docs: List[Document] = await self._in_thread(
+                    self.max_marginal_relevance_search,
+                    query,
+                    k,
+                    fetch_k,
+                    lambda_mult,
+                    filter,
+                    **kwargs,
+                )
+                return docs
+            translate_filter(filter)
+            client = self._async_client
+            if k == 0 or not await self._aensure_server_collection(client, write=False):
+                return []
+            args = self._mmr_args(None, fetch_k, filter, query=query)
+            return self._mmr_pick(None, (await client.search(**args)).hits, k, lambda_mult)
+        embedding = self._embedding
         vector = await embedding.aembed_query(query)
         return await self.amax_marginal_relevance_search_by_vector(
             vector, k, fetch_k, lambda_mult, filter, **kwargs
