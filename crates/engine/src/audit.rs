@@ -386,20 +386,6 @@ pub(crate) fn key_audit(
     }
 }
 
-pub(crate) fn read_log(
-    r: &impl Reads,
-    key: TenantKey,
-    q: &AuditQuery,
-    out: &mut Vec<AuditRow>,
-) -> Result<(), EngineError> {
-    each_row(r, key, |row| {
-        if q.keeps(&row) {
-            out.push(row);
-        }
-        Ok(())
-    })
-}
-
 /// Calls `f` with each row of `key`'s log, oldest first, reading a page at a time: an export
 /// streams a log of any length without holding it.
 pub(crate) fn each_row(
@@ -429,7 +415,15 @@ pub(crate) fn each_row(
 /// tenant's copy). Rows alike in every field but their position are copies (written once by
 /// [`append_to_both`], so their times are equal too); nothing else is dropped. A row names its
 /// tenant, so a row of one tenant never matches another's.
+#[cfg(test)]
 fn add_server_rows(rows: &mut Vec<AuditRow>, server: Vec<AuditRow>) {
+    let kept = non_copies(rows, server);
+    rows.extend(kept);
+}
+
+/// The `server` rows that are not copies of one of the tenants' `rows` (see
+/// [`add_server_rows`]).
+fn non_copies(rows: &[AuditRow], server: Vec<AuditRow>) -> Vec<AuditRow> {
     use std::collections::HashMap;
     let mut by_moment: HashMap<(Millis, &str), Vec<&AuditRow>> = HashMap::new();
     for row in rows.iter() {
@@ -451,8 +445,46 @@ fn add_server_rows(rows: &mut Vec<AuditRow>, server: Vec<AuditRow>) {
                 })
             })
     };
-    let kept: Vec<AuditRow> = server.into_iter().filter(|s| !is_copy(s)).collect();
+    server.into_iter().filter(|s| !is_copy(s)).collect()
+}
+
+/// A row's place in time, action and tenant: what a server row and its copy in a tenant's log
+/// share.
+type Moment<'a> = (Millis, &'a str, Option<&'a TenantId>);
+
+/// The operator's merged page ([`Engine::audit_rows`]): the newest `limit` rows past the
+/// cursor of the tenants' logs (`tenants` offers each of their rows) and of the server's
+/// (`server`), a server row listed only when its tenant's log holds no copy of it (see
+/// [`add_server_rows`]). Holds a page of each, not the logs: a log keeps every write's row,
+/// forever by default, and a listing that held them all before it sorted them could take the
+/// server's memory. The server's page is chosen first, so that the tenants' rows at its rows'
+/// moments, past the cursor or not, are kept to find the copies among it.
+fn merged_page(
+    q: &AuditQuery,
+    limit: usize,
+    server: impl FnOnce(&mut dyn FnMut(AuditRow)) -> Result<(), EngineError>,
+    tenants: impl FnOnce(&mut dyn FnMut(AuditRow)) -> Result<(), EngineError>,
+) -> Result<Vec<AuditRow>, EngineError> {
+    let mut server_page = NewestPage::new(q, limit);
+    server(&mut |row| server_page.offer(row))?;
+    let server_rows = server_page.into_rows();
+    let moments: std::collections::HashSet<Moment<'_>> = server_rows
+        .iter()
+        .filter(|s| s.tenant.is_some())
+        .map(|s| (s.at, s.action.as_str(), s.tenant.as_ref()))
+        .collect();
+    let mut twins = Vec::new();
+    let mut page = NewestPage::new(q, limit);
+    tenants(&mut |row| {
+        if moments.contains(&(row.at, row.action.as_str(), row.tenant.as_ref())) && q.keeps(&row) {
+            twins.push(row.clone());
+        }
+        page.offer(row);
+    })?;
+    let mut rows = page.into_rows();
+    let kept = non_copies(&twins, server_rows);
     rows.extend(kept);
+    Ok(q.page(rows, limit))
 }
 
 fn newest(mut rows: Vec<AuditRow>, limit: usize) -> Vec<AuditRow> {
@@ -492,28 +524,33 @@ impl Engine {
     ) -> Result<Vec<AuditRow>, EngineError> {
         let limit = q.limit()?;
         let r = self.store.read()?;
-        let mut rows = Vec::new();
-        match &q.tenant {
-            Some(t) => {
-                if let Some(meta) = r.tenant(t)? {
-                    read_log(&r, meta.key, q, &mut rows)?;
+        // Events about one tenant that reached the server log (e.g. after a purge) count in
+        // its listing.
+        let server = |offer: &mut dyn FnMut(AuditRow)| {
+            each_row(&r, TenantKey::SERVER, |row| {
+                if q.tenant
+                    .as_ref()
+                    .is_none_or(|t| row.tenant.as_ref() == Some(t))
+                {
+                    offer(row);
                 }
-                // Events about the tenant that reached the server log (e.g. after a purge).
-                let mut server = Vec::new();
-                read_log(&r, TenantKey::SERVER, q, &mut server)?;
-                server.retain(|row| row.tenant.as_ref() == Some(t));
-                add_server_rows(&mut rows, server);
+                Ok(())
+            })
+        };
+        let tenants = |offer: &mut dyn FnMut(AuditRow)| {
+            let keys: Vec<TenantKey> = match &q.tenant {
+                Some(t) => r.tenant(t)?.map(|m| m.key).into_iter().collect(),
+                None => r.tenants()?.into_iter().map(|m| m.key).collect(),
+            };
+            for key in keys {
+                each_row(&r, key, |row| {
+                    offer(row);
+                    Ok(())
+                })?;
             }
-            None => {
-                for meta in r.tenants()? {
-                    read_log(&r, meta.key, q, &mut rows)?;
-                }
-                let mut server = Vec::new();
-                read_log(&r, TenantKey::SERVER, q, &mut server)?;
-                add_server_rows(&mut rows, server);
-            }
-        }
-        Ok(q.page(rows, limit))
+            Ok(())
+        };
+        merged_page(q, limit, server, tenants)
     }
 
     /// A tenant's own rows, newest first; needs an unbound `admin` credential with
@@ -730,11 +767,29 @@ mod tests {
         };
         tenants.push(migrate(500, false));
         server.push(migrate(2, true));
-        let listing = |q: &AuditQuery, limit: usize| {
+        // Every row held and sorted: what the bounded merge must list.
+        let reference = |q: &AuditQuery, limit: usize| {
             let mut rows: Vec<AuditRow> = tenants.iter().filter(|r| q.keeps(r)).cloned().collect();
             let kept = server.iter().filter(|r| q.keeps(r)).cloned().collect();
             add_server_rows(&mut rows, kept);
             q.page(rows, limit)
+        };
+        let listing = |q: &AuditQuery, limit: usize| {
+            let offer_all = |rows: &Vec<AuditRow>| {
+                let rows = rows.clone();
+                move |offer: &mut dyn FnMut(AuditRow)| {
+                    rows.into_iter().for_each(offer);
+                    Ok(())
+                }
+            };
+            let page = merged_page(q, limit, offer_all(&server), offer_all(&tenants)).unwrap();
+            assert_eq!(
+                page,
+                reference(q, limit),
+                "limit {limit}, before {:?}",
+                q.before
+            );
+            page
         };
         let whole = listing(&AuditQuery::default(), 1000);
         assert_eq!(
