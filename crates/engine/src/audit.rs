@@ -282,13 +282,15 @@ pub(crate) fn append_row(
 }
 
 /// Erases the server log's rows about `tenant` (refused credentials and the like), inside the
-/// caller's transaction.
+/// caller's transaction; not the `tenant.purge` rows of earlier tenants of that id, which are
+/// the server's to keep as this purge's own is.
 pub(crate) fn erase_server_rows_about(
     w: &mut Writer<'_>,
     tenant: &TenantId,
 ) -> Result<usize, StoreError> {
     w.erase_audit_rows(TenantKey::SERVER, |bytes| {
-        Ok(decode_json::<AuditRow>(bytes)?.tenant.as_ref() == Some(tenant))
+        let row = decode_json::<AuditRow>(bytes)?;
+        Ok(row.tenant.as_ref() == Some(tenant) && row.action != "tenant.purge")
     })
 }
 

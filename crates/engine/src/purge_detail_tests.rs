@@ -71,3 +71,22 @@ fn a_purge_whose_usage_does_not_decode_says_so_and_still_erases() {
         "the tenant was erased"
     );
 }
+
+/// The server keeps the `tenant.purge` row of every tenant purged under an id: a later purge
+/// of the same id erases the server log's other rows about it, not the earlier purges.
+#[test]
+fn a_purge_keeps_the_rows_of_earlier_purges_of_the_same_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path(), EngineConfig::default()).unwrap();
+    let op = OperatorScope::for_tests();
+    for _ in 0..2 {
+        let tenant = tenant_with_three_records(&engine, "again", IsolationLevel::Shared);
+        engine.purge_tenant(&op, &tenant).unwrap();
+    }
+    let q = AuditQuery {
+        tenant: Some(TenantId::parse("again").unwrap()),
+        action: Some("tenant.purge".into()),
+        ..Default::default()
+    };
+    assert_eq!(engine.audit_rows(&op, &q).unwrap().len(), 2);
+}

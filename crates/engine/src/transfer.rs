@@ -223,19 +223,27 @@ impl Engine {
         id: &TenantId,
         mut sink: impl FnMut(&ExportLine) -> Result<(), EngineError>,
     ) -> Result<u64, EngineError> {
+        let exportable = |r: &strata_store::Reader| -> Result<_, EngineError> {
+            let meta = r
+                .tenant(id)?
+                .ok_or_else(|| EngineError::TenantNotFound(id.clone()))?;
+            let p = TenantProfile::of(&meta)?;
+            // Half its lines may not be written yet: such an export would be a valid-looking
+            // file short of records (its end line counts what it holds, not what the import
+            // will).
+            if p.importing {
+                return Err(EngineError::IdConflict(format!(
+                    "tenant {id} is being imported; export it when the import completes"
+                )));
+            }
+            Ok((meta, p))
+        };
+        // Checked before its row is written: a refused export (an unknown id, a tenant being
+        // imported) is not recorded as one taken. The row is in the export it records.
+        exportable(&self.store.read()?)?;
         self.record_audit(crate::audit::operator_event(op, id, "tenant.export"))?;
         let r = self.store.read()?;
-        let meta = r
-            .tenant(id)?
-            .ok_or_else(|| EngineError::TenantNotFound(id.clone()))?;
-        let p = TenantProfile::of(&meta)?;
-        // Half its lines may not be written yet: such an export would be a valid-looking file
-        // short of records (its end line counts what it holds, not what the import will).
-        if p.importing {
-            return Err(EngineError::IdConflict(format!(
-                "tenant {id} is being imported; export it when the import completes"
-            )));
-        }
+        let (meta, p) = exportable(&r)?;
         // Decoded closed: an unreadable policy fails the export (naming the repair) rather
         // than being carried to another server.
         let integrity_policy = p

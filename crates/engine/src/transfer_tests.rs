@@ -539,3 +539,33 @@ fn an_import_refuses_a_link_between_domains() {
     }
     assert!(engine.tenant_meta(&copy).is_err(), "no tenant was left");
 }
+
+/// A refused export (an unknown tenant) is not recorded as one taken; an export taken is, in
+/// the file it writes too.
+#[test]
+fn only_an_export_taken_is_audited() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path(), EngineConfig::default()).unwrap();
+    let op = OperatorScope::for_tests();
+    let ghost = TenantId::parse("ghost").unwrap();
+    let refused = engine.export_tenant(&op, &ghost, |_| Ok(()));
+    assert!(
+        matches!(refused, Err(EngineError::TenantNotFound(_))),
+        "{refused:?}"
+    );
+    let exports = || {
+        let q = AuditQuery {
+            action: Some("tenant.export".into()),
+            ..Default::default()
+        };
+        engine.audit_rows(&op, &q).unwrap()
+    };
+    assert!(exports().is_empty(), "{:?}", exports());
+    let lines = exported_tenant_with_three_records(&engine, "acme");
+    assert_eq!(exports().len(), 1);
+    assert!(
+        lines
+            .iter()
+            .any(|l| matches!(l, ExportLine::Audit(row) if row.action == "tenant.export"))
+    );
+}
