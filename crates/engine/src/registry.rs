@@ -46,6 +46,8 @@ pub(crate) type CommitHook = Arc<dyn Fn(TenantKey) + Send + Sync>;
 /// One tenant's slot in the registry.
 pub(crate) struct TenantSlot {
     pub id: TenantId,
+    /// Its storage key: the registry's resident set names slots by it.
+    key: TenantKey,
     pub order: WriteOrder,
     pub index: IndexLock,
     pub counters: SlotCounters,
@@ -145,6 +147,11 @@ pub(crate) struct IndexRegistry {
     pinned: HashSet<TenantId>,
     /// Estimated bytes of every loaded index; the sum of the slots' `bytes`.
     total: AtomicU64,
+    /// The keys of the slots whose indexes are loaded: what an eviction chooses from. Every
+    /// tenant ever seen since the start has a slot, and a budget kept full evicts after
+    /// loads and growing writes: walking every slot there cost each such write time in
+    /// proportion to all the tenants seen, not to those loaded. Kept by `account`.
+    resident: Mutex<HashSet<TenantKey>>,
     /// Logical clock for least-recently-used order.
     clock: AtomicU64,
     pub builder: GraphBuilder,
@@ -168,6 +175,7 @@ impl IndexRegistry {
             budget: config.memory_budget_bytes,
             pinned: config.pinned_set(),
             total: AtomicU64::new(0),
+            resident: Mutex::default(),
             clock: AtomicU64::new(0),
             builder,
             evictor: crate::evictor::Evictor::default(),
@@ -191,6 +199,12 @@ impl IndexRegistry {
         slot
     }
 
+    /// The keys of the tenants whose indexes are loaded (tests).
+    #[cfg(test)]
+    pub fn resident_keys(&self) -> HashSet<TenantKey> {
+        lock(&self.resident).clone()
+    }
+
     /// The slot map under its read lock. Nothing in it can be left half-changed by a panic (an
     /// insert or a remove of one entry), so a poisoned lock is used as it is.
     fn slots(&self) -> ShardedLockReadGuard<'_, SlotMap> {
@@ -209,6 +223,7 @@ impl IndexRegistry {
             .or_insert_with(|| {
                 Arc::new(TenantSlot {
                     id: id.clone(),
+                    key,
                     order: WriteOrder::default(),
                     index: IndexLock::default(),
                     counters: SlotCounters::default(),
@@ -335,7 +350,15 @@ impl IndexRegistry {
     /// slot's index lock held.
     pub fn account(&self, slot: &TenantSlot, index: Option<&TenantIndex>) {
         let c = &slot.counters;
-        c.resident.store(index.is_some(), Ordering::Relaxed);
+        let was = c.resident.swap(index.is_some(), Ordering::Relaxed);
+        if was != index.is_some() {
+            let mut resident = lock(&self.resident);
+            if index.is_some() {
+                resident.insert(slot.key);
+            } else {
+                resident.remove(&slot.key);
+            }
+        }
         let pending = index.map_or(0, |i| i.graphs_wanted().len());
         c.graphs_pending.store(
             u32::try_from(pending).unwrap_or(u32::MAX),
@@ -794,17 +817,21 @@ impl IndexRegistry {
         if !self.over_budget() {
             return false;
         }
-        let mut victims: Vec<(u64, TenantKey, Arc<TenantSlot>)> = self
-            .slots()
-            .iter()
-            .filter(|(k, s)| {
-                !protect.contains(k)
-                    && s.counters.bytes.load(Ordering::Relaxed) > 0
-                    && !self.pinned.contains(&s.id)
-                    && !s.level_pinned.load(Ordering::Relaxed)
-            })
-            .map(|(k, s)| (s.counters.last_used.load(Ordering::Relaxed), *k, s.clone()))
-            .collect();
+        let resident: Vec<TenantKey> = lock(&self.resident).iter().copied().collect();
+        let mut victims: Vec<(u64, TenantKey, Arc<TenantSlot>)> = {
+            let slots = self.slots();
+            resident
+                .into_iter()
+                .filter_map(|k| slots.get(&k).map(|s| (k, s)))
+                .filter(|(k, s)| {
+                    !protect.contains(k)
+                        && s.counters.bytes.load(Ordering::Relaxed) > 0
+                        && !self.pinned.contains(&s.id)
+                        && !s.level_pinned.load(Ordering::Relaxed)
+                })
+                .map(|(k, s)| (s.counters.last_used.load(Ordering::Relaxed), k, s.clone()))
+                .collect()
+        };
         if victims.is_empty() {
             // Pinned tenants (and the one protected) fill the budget by themselves: every
             // other tenant's load evicts the rest again. Said, at most once a minute.

@@ -421,3 +421,30 @@ fn a_partition_tenant_is_pinned_before_its_first_load_and_never_evicted() {
     assert!(residency.pinned && residency.resident, "{residency:?}");
     assert_eq!(residency.evictions, 0);
 }
+
+/// Evictions choose among the loaded tenants, which the registry keeps apart from every
+/// tenant seen since the start: a load, an eviction and a purge each move a tenant in or out.
+#[test]
+fn the_loaded_tenants_are_kept_apart_for_evictions() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, scopes) = open(dir.path(), EngineConfig::default(), &["a", "b", "c"]);
+    let keys = |ss: &[&TenantScope]| {
+        ss.iter()
+            .map(|s| s.key())
+            .collect::<std::collections::HashSet<_>>()
+    };
+    let [a, b, c] = [&scopes[0], &scopes[1], &scopes[2]];
+    // Written, not searched: each has a slot, none is loaded.
+    assert!(engine.indexes.get(c.key()).is_some());
+    assert_eq!(engine.indexes.resident_keys(), keys(&[]));
+    search(&engine, a).unwrap();
+    search(&engine, b).unwrap();
+    assert_eq!(engine.indexes.resident_keys(), keys(&[a, b]));
+    let slot = engine.indexes.get(a.key()).unwrap();
+    assert!(engine.indexes.try_evict(&engine.store, a.key(), &slot));
+    assert_eq!(engine.indexes.resident_keys(), keys(&[b]));
+    engine
+        .purge_tenant(&OperatorScope::for_tests(), b.tenant())
+        .unwrap();
+    assert_eq!(engine.indexes.resident_keys(), keys(&[]));
+}
