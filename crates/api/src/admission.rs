@@ -155,6 +155,13 @@ impl Gate {
         })
     }
 
+    /// Drops the rate buckets that have refilled (they behave as missing ones): after a burst
+    /// of many tenants their buckets would otherwise stay until new tenants arrive. Returns how
+    /// many were dropped.
+    pub fn sweep_idle_rates(&self) -> usize {
+        self.limiter.evict_idle(Instant::now())
+    }
+
     /// Checks the tenant's rate and concurrency limits for one request.
     pub fn admit(&self, engine: &Engine, scope: &TenantScope) -> Result<Admitted, ApiError> {
         // Served from memory after the tenant's first request.
@@ -769,6 +776,38 @@ mod tests {
             running.pop();
         }
         drop(gate.admit(&engine, &scope).expect("one of two in flight"));
+        gate.shutdown(Duration::from_secs(5));
+    }
+
+    /// A tenant's rate bucket that has refilled is dropped by the periodic sweep.
+    #[test]
+    fn refilled_rate_buckets_are_swept() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let engine =
+            Engine::open(dir.path(), strata_engine::EngineConfig::default()).expect("engine");
+        let gate = Gate::new(PoolConfig::default(), Arc::new(Metrics::default())).expect("pool");
+        let scope = admitted(&gate, &engine, 1, Lane::Shared)
+            .share
+            .scope
+            .clone();
+        let update = strata_engine::TenantUpdate {
+            limits: Some(strata_engine::TenantLimits {
+                max_qps: Some(1000.0),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        engine
+            .update_tenant(
+                &strata_auth::OperatorScope::for_tests(),
+                scope.tenant(),
+                update,
+            )
+            .expect("limits");
+        drop(gate.admit(&engine, &scope).expect("admitted"));
+        std::thread::sleep(Duration::from_millis(20));
+        assert_eq!(gate.sweep_idle_rates(), 1);
+        assert_eq!(gate.sweep_idle_rates(), 0);
         gate.shutdown(Duration::from_secs(5));
     }
 

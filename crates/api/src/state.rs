@@ -319,6 +319,11 @@ impl AppState {
         self.gate.background_workers()
     }
 
+    /// Drops the tenants' rate buckets that have refilled (see `Gate::sweep_idle_rates`).
+    pub fn sweep_idle_rates(&self) -> usize {
+        self.gate.sweep_idle_rates()
+    }
+
     /// Stops the worker pool after queued work finishes (or `timeout` passes).
     pub fn shutdown_pool(&self, timeout: std::time::Duration) -> bool {
         self.gate.shutdown(timeout)

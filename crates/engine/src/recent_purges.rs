@@ -44,7 +44,13 @@ pub(crate) struct PurgeUnderWay<'a> {
 
 impl Drop for PurgeUnderWay<'_> {
     fn drop(&mut self) {
-        lock(&self.purges.ended_at).insert(self.id.clone(), now_millis());
+        let now = now_millis();
+        let remembered = self.purges.remembered_ms();
+        let mut ended = lock(&self.purges.ended_at);
+        // Pruned here too, not only by creations: a server that purges many tenants and
+        // creates none would otherwise keep every purged id.
+        ended.retain(|_, at| *at == UNDER_WAY || now - *at < remembered);
+        ended.insert(self.id.clone(), now);
     }
 }
 
@@ -138,6 +144,21 @@ mod tests {
         purges.wait_to_create(&id).unwrap();
         assert!(before.elapsed() < Duration::from_millis(500));
         assert!(lock(&purges.ended_at).is_empty(), "old entries are dropped");
+    }
+
+    /// Purges with no creation between them keep only the ids purged moments ago.
+    #[test]
+    fn purges_alone_keep_only_the_recent_ids() {
+        let purges = RecentPurges::default();
+        let old = TenantId::parse("old").unwrap();
+        lock(&purges.ended_at).insert(old.clone(), now_millis() - purges.remembered_ms());
+        drop(purges.begin(&TenantId::parse("new").unwrap()));
+        let ended = lock(&purges.ended_at);
+        assert!(
+            !ended.contains_key(&old) && ended.len() == 1,
+            "{:?}",
+            ended.keys()
+        );
     }
 
     #[test]

@@ -327,8 +327,8 @@ fn fd_limit() -> Option<u64> {
 /// How often pending summaries of suppressed security events are looked at.
 const SUMMARY_FLUSH_EVERY: Duration = Duration::from_secs(5);
 
-/// Writes the summaries of suppressed security events whose bucket admits again, every
-/// [`SUMMARY_FLUSH_EVERY`], until stop.
+/// Writes the summaries of suppressed security events whose bucket admits again, and drops the
+/// rate buckets that have refilled, every [`SUMMARY_FLUSH_EVERY`], until stop.
 async fn summary_flush(state: strata_api::AppState, mut stop: watch::Receiver<bool>) {
     let mut ticks = tokio::time::interval(SUMMARY_FLUSH_EVERY);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -338,6 +338,7 @@ async fn summary_flush(state: strata_api::AppState, mut stop: watch::Receiver<bo
             _ = stop.wait_for(|s| *s) => return,
         }
         strata_api::flush_security_summaries(&state, false).await;
+        state.sweep_idle_rates();
     }
 }
 
