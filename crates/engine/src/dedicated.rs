@@ -521,9 +521,31 @@ impl Engine {
                     Some(state),
                     Some(error.clone()),
                 );
+                // A move that ended without its flip is audited as the flip is, with how it
+                // ended; one cut short by a shutdown is not over (it is resumed).
+                let outcome = match phase {
+                    Phase::Cancelled => Some("cancelled"),
+                    Phase::Failed => Some("failed"),
+                    _ => None,
+                };
                 let recorded = self.store.write(|w| {
                     match w.tenant(&job.id)? {
-                        Some(meta) if meta.key == job.key => w.put_last_migration(job.key, &row)?,
+                        Some(meta) if meta.key == job.key => {
+                            w.put_last_migration(job.key, &row)?;
+                            if let Some(outcome) = outcome {
+                                let mut event = crate::audit::operator_event(
+                                    &job.op,
+                                    &job.id,
+                                    crate::isolation::MIGRATE_ACTION,
+                                );
+                                event.outcome = outcome.into();
+                                event.detail = serde_json::json!({
+                                    "to": job.next.isolation,
+                                    "error": error,
+                                });
+                                crate::audit::append_to_both(w, job.key, event)?;
+                            }
+                        }
                         _ => {}
                     }
                     Ok::<_, EngineError>(())

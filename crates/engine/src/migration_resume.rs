@@ -406,6 +406,14 @@ impl Engine {
                     level_name(level(row.from))
                 ));
                 w.put_last_migration(key, &row)?;
+                let mut event =
+                    crate::audit::operator_event(op, id, crate::isolation::MIGRATE_ACTION);
+                event.outcome = "cancelled".into();
+                event.detail = serde_json::json!({
+                    "to": level(row.to),
+                    "error": row.error,
+                });
+                crate::audit::append_to_both(w, key, event)?;
                 Ok::<_, EngineError>(())
             })
         });

@@ -157,6 +157,17 @@ fn resumption_waits_for_a_free_move_slot() {
     verify_clean(&engine, &b);
 }
 
+/// The outcomes of the tenant's `tenant.migrate` audit rows, oldest first.
+fn migrate_outcomes(engine: &Engine, id: &TenantId) -> Vec<String> {
+    let q = crate::AuditQuery {
+        tenant: Some(id.clone()),
+        action: Some("tenant.migrate".into()),
+        ..Default::default()
+    };
+    let rows = engine.audit_rows(&OperatorScope::for_tests(), &q).unwrap();
+    rows.into_iter().rev().map(|r| r.outcome).collect()
+}
+
 #[test]
 fn a_cancelled_interrupted_move_is_not_resumed() {
     let dir = tempfile::tempdir().unwrap();
@@ -171,6 +182,7 @@ fn a_cancelled_interrupted_move_is_not_resumed() {
     let engine = restart(engine, dir.path(), true);
     let s = engine.cancel_migration(&op, &a).unwrap();
     assert_eq!(s.state, MigrationState::Cancelled, "{s:?}");
+    assert_eq!(migrate_outcomes(&engine, &a), ["cancelled"]);
     assert_eq!(s.level, IsolationLevel::Shared);
     assert!(s.finished_at.is_some() && s.error.is_some(), "{s:?}");
     assert!(
@@ -274,6 +286,10 @@ fn a_running_move_is_cancelled_before_its_flip() {
         assert_eq!(status.state, MigrationState::Cancelled, "{status:?}");
         assert_eq!(status.level, from);
         assert!(status.error.unwrap().contains("cancelled"));
+        assert_eq!(
+            migrate_outcomes(&engine, &a).last().map(String::as_str),
+            Some("cancelled")
+        );
         let report = verify_clean(&engine, &a);
         assert_eq!(report.dedicated_file, from == IsolationLevel::Dedicated);
         assert_eq!(answers(&engine, &scope), before);
