@@ -163,8 +163,15 @@ impl IntegrityPolicy {
         if self.consecutive == 0 {
             return Err("consecutive: must be at least 1 sample".into());
         }
-        // A cooldown is how long a state holds at least; one of days would keep a tenant
-        // that recovered refused until an operator noticed.
+        Ok(())
+    }
+
+    /// [`IntegrityPolicy::validate`] for a policy an operator gives now (an API request): a
+    /// cooldown is how long a state holds at least, and one of days would keep a tenant that
+    /// recovered refused until an operator noticed. Not a rule of stored policies, which
+    /// `validate` checks as they are read: one stored before the rule must still decode.
+    pub fn validate_new(&self) -> Result<(), String> {
+        self.validate()?;
         if self.cooldown_ms > MAX_COOLDOWN_MS {
             return Err(format!(
                 "cooldown_ms: must be at most {MAX_COOLDOWN_MS} (one day), not {}",
@@ -288,12 +295,18 @@ impl Machine {
         };
         self.pending = Some((target, count));
         let cooldown = Millis::try_from(p.cooldown_ms).unwrap_or(Millis::MAX);
-        // The times are the wall clock's: one stepped back past the last move (an NTP
-        // correction) counts as cooled, or a tenant in `critical` would have its writes
-        // refused for as long as the step, on top of the cooldown.
-        let cooled = self
-            .last_move
-            .is_none_or(|t| now < t || now - t >= cooldown);
+        // The times are the wall clock's: one stepped back past the last move by more than
+        // the cooldown (an NTP correction) counts as cooled, or a tenant in `critical` would
+        // have its writes refused for as long as the step, on top of the cooldown. A sample
+        // a little behind the last move (its time read before another thread moved the
+        // state) is within the cooldown, as it should be.
+        let cooled = self.last_move.is_none_or(|t| {
+            if now < t {
+                t - now > cooldown
+            } else {
+                now - t >= cooldown
+            }
+        });
         if count < p.consecutive || !cooled {
             return None;
         }
@@ -793,18 +806,41 @@ mod tests {
         assert_ne!(m.state, IntegrityState::Critical);
     }
 
+    /// An operator's new policy may not hold a state for more than a day; a stored one that
+    /// does (written before the rule) still reads.
     #[test]
-    fn a_cooldown_longer_than_a_day_is_refused() {
+    fn a_new_cooldown_longer_than_a_day_is_refused() {
         let long = IntegrityPolicy {
             cooldown_ms: MAX_COOLDOWN_MS + 1,
             ..policy()
         };
-        assert!(long.validate().unwrap_err().starts_with("cooldown_ms: "));
+        assert!(
+            long.validate_new()
+                .unwrap_err()
+                .starts_with("cooldown_ms: ")
+        );
+        assert_eq!(long.validate(), Ok(()));
         let day = IntegrityPolicy {
             cooldown_ms: MAX_COOLDOWN_MS,
             ..policy()
         };
-        assert_eq!(day.validate(), Ok(()));
+        assert_eq!(day.validate_new(), Ok(()));
+    }
+
+    /// A sample whose time was read just before another thread's move is within the
+    /// cooldown: the state does not move back at once.
+    #[test]
+    fn a_sample_a_little_behind_the_last_move_does_not_skip_the_cooldown() {
+        let p = IntegrityPolicy {
+            consecutive: 1,
+            cooldown_ms: 1_000,
+            ..IntegrityPolicy::default()
+        };
+        let mut m = Machine::default();
+        m.observe(&p, 5.0, 1_000_000);
+        assert_eq!(m.state, IntegrityState::Critical);
+        m.observe(&p, 0.1, 1_000_000 - 5);
+        assert_eq!(m.state, IntegrityState::Critical);
     }
 
     /// A cooldown too long for milliseconds since the epoch is a cooldown, not none.

@@ -165,7 +165,7 @@ fn own_policy(
 ) -> Result<serde_json::Value, EngineError> {
     let policy = input.complete(base);
     policy
-        .validate()
+        .validate_new()
         .map_err(|e| EngineError::BadRequest(format!("integrity_policy.{e}")))?;
     Ok(crate::integrity::encode_stored(&policy))
 }
