@@ -460,33 +460,44 @@ type Moment<'a> = (Millis, &'a str, Option<&'a TenantId>);
 /// [`add_server_rows`]). Holds a page of each, not the logs: a log keeps every write's row,
 /// forever by default, and a listing that held them all before it sorted them could take the
 /// server's memory. The server's page is chosen first, so that the tenants' rows at its rows'
-/// moments, past the cursor or not, are kept to find the copies among it.
+/// moments, past the cursor or not, are kept to find the copies among it; a page whose copies
+/// leave fewer than `limit` rows is chosen again twice as long (copies are rare: level
+/// changes), since an older server row may then belong on the page.
 fn merged_page(
     q: &AuditQuery,
     limit: usize,
-    server: impl FnOnce(&mut dyn FnMut(AuditRow)) -> Result<(), EngineError>,
-    tenants: impl FnOnce(&mut dyn FnMut(AuditRow)) -> Result<(), EngineError>,
+    mut server: impl FnMut(&mut dyn FnMut(AuditRow)) -> Result<(), EngineError>,
+    mut tenants: impl FnMut(&mut dyn FnMut(AuditRow)) -> Result<(), EngineError>,
 ) -> Result<Vec<AuditRow>, EngineError> {
-    let mut server_page = NewestPage::new(q, limit);
-    server(&mut |row| server_page.offer(row))?;
-    let server_rows = server_page.into_rows();
-    let moments: std::collections::HashSet<Moment<'_>> = server_rows
-        .iter()
-        .filter(|s| s.tenant.is_some())
-        .map(|s| (s.at, s.action.as_str(), s.tenant.as_ref()))
-        .collect();
-    let mut twins = Vec::new();
-    let mut page = NewestPage::new(q, limit);
-    tenants(&mut |row| {
-        if moments.contains(&(row.at, row.action.as_str(), row.tenant.as_ref())) && q.keeps(&row) {
-            twins.push(row.clone());
+    let mut server_limit = limit;
+    loop {
+        let mut server_page = NewestPage::new(q, server_limit);
+        server(&mut |row| server_page.offer(row))?;
+        let server_rows = server_page.into_rows();
+        let whole = server_rows.len() < server_limit;
+        let moments: std::collections::HashSet<Moment<'_>> = server_rows
+            .iter()
+            .filter(|s| s.tenant.is_some())
+            .map(|s| (s.at, s.action.as_str(), s.tenant.as_ref()))
+            .collect();
+        let mut twins = Vec::new();
+        let mut page = NewestPage::new(q, limit);
+        tenants(&mut |row| {
+            let moment = (row.at, row.action.as_str(), row.tenant.as_ref());
+            if moments.contains(&moment) && q.keeps(&row) {
+                twins.push(row.clone());
+            }
+            page.offer(row);
+        })?;
+        drop(moments);
+        let kept = non_copies(&twins, server_rows);
+        if kept.len() >= limit || whole {
+            let mut rows = page.into_rows();
+            rows.extend(kept);
+            return Ok(q.page(rows, limit));
         }
-        page.offer(row);
-    })?;
-    let mut rows = page.into_rows();
-    let kept = non_copies(&twins, server_rows);
-    rows.extend(kept);
-    Ok(q.page(rows, limit))
+        server_limit = server_limit.saturating_mul(2);
+    }
 }
 
 fn newest(mut rows: Vec<AuditRow>, limit: usize) -> Vec<AuditRow> {
@@ -736,6 +747,45 @@ mod tests {
         }
     }
 
+    /// A server row older than a copy in the server's page still comes on the page: here, in
+    /// one millisecond, the server's copy of a level change (position 1001), a server row of
+    /// its own (1000) and the tenant's copy (5). Pages of one list the server's row, then the
+    /// level change, each once.
+    #[test]
+    fn a_copy_in_the_servers_page_does_not_push_an_older_server_row_off_it() {
+        let change = |seq, server_log| AuditRow {
+            server_log,
+            ..row(seq, 7, "tenant.migrate", Value::Null)
+        };
+        let own = AuditRow {
+            server_log: true,
+            ..row(1000, 7, "auth.failure", Value::Null)
+        };
+        let server = vec![change(1001, true), own.clone()];
+        let tenants = vec![change(5, false)];
+        let mut q = AuditQuery::default();
+        let mut pages = Vec::new();
+        loop {
+            let page = merged_page(
+                &q,
+                1,
+                |offer| {
+                    server.iter().cloned().for_each(&mut *offer);
+                    Ok(())
+                },
+                |offer| {
+                    tenants.iter().cloned().for_each(&mut *offer);
+                    Ok(())
+                },
+            )
+            .unwrap();
+            let Some(last) = page.last() else { break };
+            q.before = Some(AuditCursor::parse(&AuditCursor::of(last).to_string()).unwrap());
+            pages.extend(page);
+        }
+        assert_eq!(pages, vec![own, change(5, false)]);
+    }
+
     /// Paging with each page's `next` lists every row once, in order, as the operator's merged
     /// listing does: even when many rows share a millisecond (which `until`, a time, cannot
     /// split), when two tenants' logs and the server's repeat positions and tenants, and when
@@ -780,7 +830,7 @@ mod tests {
             let offer_all = |rows: &Vec<AuditRow>| {
                 let rows = rows.clone();
                 move |offer: &mut dyn FnMut(AuditRow)| {
-                    rows.into_iter().for_each(offer);
+                    rows.iter().cloned().for_each(&mut *offer);
                     Ok(())
                 }
             };
