@@ -210,6 +210,11 @@ pub(crate) struct RowLog {
     checkpointing: Mutex<()>,
     wake: Mutex<Wake>,
     wake_cv: Condvar,
+    /// Fails the main file's syncs (set by the store once it holds the file): called when a
+    /// checkpoint's flush or durable commit fails, before the log itself is failed, so that
+    /// no write commits (and is read) after a failure that it could not be made durable
+    /// through.
+    fail_main: std::sync::OnceLock<Box<dyn Fn(&std::io::Error) + Send + Sync>>,
 }
 
 /// Writes zeros into `file` from its end up to twice `round` bytes (at most
@@ -309,6 +314,18 @@ impl RowLog {
             checkpointing: Mutex::new(()),
             wake: Mutex::default(),
             wake_cv: Condvar::new(),
+            fail_main: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Sets what fails the main file's syncs (see `fail_main`); only the first call counts.
+    pub(crate) fn on_failure(&self, fail_main: impl Fn(&std::io::Error) + Send + Sync + 'static) {
+        let _ = self.fail_main.set(Box::new(fail_main));
+    }
+
+    fn fail_main(&self, why: &std::io::Error) {
+        if let Some(fail) = self.fail_main.get() {
+            fail(why);
         }
     }
 
@@ -570,6 +587,9 @@ impl RowLog {
                 .as_ref()
                 .err()
                 .map(|e| StoreError::Unavailable(format!("writing the row log: {e}")));
+            if let Err(e) = &flushed {
+                self.fail_main(e);
+            }
             self.settle_and_wake(flushed);
             if let Some(e) = failed {
                 self.release(files);
@@ -580,7 +600,8 @@ impl RowLog {
             self.release(files);
             left
         };
-        durable_commit()?;
+        // Whatever the commit left unsynced is not known to be on disk.
+        durable_commit().inspect_err(|e| self.fail_main(&std::io::Error::other(e.to_string())))?;
         Ok(left)
     }
 
@@ -664,14 +685,10 @@ impl RowLog {
 
     /// The checkpoint thread's loop: a checkpoint every [`CHECKPOINT_EVERY`] while anything
     /// was logged, or at once past [`CHECKPOINT_BYTES`], until stopped. A failed checkpoint,
-    /// its flush of the log or its durable commit, is passed to `failed`, which fails the main
-    /// file's syncs (the store refuses writes before they commit, as after a failed flush of
-    /// the flusher's); the loop ends.
-    pub(crate) fn run_checkpoints(
-        &self,
-        durable_commit: &dyn Fn() -> Result<(), StoreError>,
-        failed: &dyn Fn(&std::io::Error),
-    ) {
+    /// its flush of the log or its durable commit, has failed the main file's syncs (the store
+    /// refuses writes before they commit, as after a failed flush of the flusher's); the loop
+    /// ends.
+    pub(crate) fn run_checkpoints(&self, durable_commit: &dyn Fn() -> Result<(), StoreError>) {
         let mut last = Instant::now();
         loop {
             {
@@ -706,9 +723,10 @@ impl RowLog {
             }
             if let Err(e) = self.checkpoint(durable_commit) {
                 // Nothing may be acknowledged through a log no checkpoint empties any more,
-                // nor committed: a write that commits is read, and would be lost at a crash.
+                // nor committed (the main file was failed first): a write that commits is
+                // read, and would be lost at a crash.
+                self.fail_main(&std::io::Error::other(e.to_string()));
                 self.fail(&e);
-                failed(&std::io::Error::other(e.to_string()));
                 tracing::error!(error = %e, "row log checkpoint failed; writes are refused until a restart");
                 return;
             }

@@ -450,18 +450,20 @@ impl Store {
         crate::main_file_guard::mark_after_open(path)?;
         let db = Arc::new(RwLock::new(db));
         let commits: Arc<crate::stats::LatencyHistogram> = Arc::default();
+        // A weak reference: the database holds the log.
+        let weak = Arc::downgrade(&db);
+        log.on_failure(move |e| {
+            if let Some(db) = weak.upgrade() {
+                read_db(&db).sync.fail(e);
+            }
+        });
         let checkpointer = {
             let (log, db, commits) = (Arc::clone(&log), Arc::clone(&db), Arc::clone(&commits));
             std::thread::Builder::new()
                 .name("strata-checkpoint".into())
                 .spawn(move || {
                     let _writing = write_path();
-                    log.run_checkpoints(
-                        &|| sync(&db, &commits).map(|_| ()),
-                        // Whatever the commit or the log's flush left unsynced is not known
-                        // to be on disk.
-                        &|e| read_db(&db).sync.fail(e),
-                    );
+                    log.run_checkpoints(&|| sync(&db, &commits).map(|_| ()));
                 })
                 .map_err(|source| StoreError::Io {
                     path: path.display().to_string(),

@@ -285,6 +285,7 @@ impl Store {
             .fetch_add(1, std::sync::atomic::Ordering::Release);
         // The row log may still hold rows the vacuum was for (a purged tenant's): emptied.
         if let Some(log) = &self.log {
+            // A failed flush or durable commit in it fails the main file (`RowLog::on_failure`).
             log.scrub(&|| crate::tables::sync(&self.db, &self.commits).map(|_| ()))?;
         }
         Ok(Vacuumed::Done { settled })

@@ -263,28 +263,39 @@ fn a_start_after_a_crash_leaves_the_logs_files_empty() {
 }
 
 /// A checkpoint whose flush of the log fails fails the main file too, as a failed flush of
-/// the flusher's does: the writes after it are refused before they commit, so none is read
-/// and then lost at the next crash.
+/// the flusher's does, whoever runs it (the checkpoint thread, a vacuum's emptying of the log,
+/// a caller of `Store::checkpoint`): the writes after it are refused before they commit, so
+/// none is read and then lost at the next crash.
 #[test]
 fn a_failed_checkpoint_refuses_writes_before_they_commit() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("main.redb")).unwrap();
-    let log = store.log.clone().unwrap();
-    log.hold_checkpoints(true);
-    put(&store, "before", b"1");
-    log.fail_checkpoint_flushes();
-    log.hold_checkpoints(false);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while !log.has_failed() {
-        assert!(std::time::Instant::now() < deadline, "no checkpoint failed");
-        std::thread::sleep(std::time::Duration::from_millis(5));
+    for by_thread in [true, false] {
+        let (_dir, store, log) = held_store();
+        put(&store, "before", b"1");
+        log.fail_checkpoint_flushes();
+        if by_thread {
+            log.hold_checkpoints(false);
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while !log.has_failed() {
+                assert!(std::time::Instant::now() < deadline, "no checkpoint failed");
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+        } else {
+            assert!(store.checkpoint().is_err());
+        }
+        let after = store.write_batched_for(T, |w| w.put_blob(T, "after", b"2"));
+        let refused = match after {
+            Err(_) => true,
+            Ok(((), pending)) => pending.wait_durable().is_err(),
+        };
+        assert!(
+            refused,
+            "by thread {by_thread}: a write was acknowledged after the failure"
+        );
+        assert_eq!(
+            blob(&store, "after"),
+            None,
+            "by thread {by_thread}: a refused write committed"
+        );
+        assert_eq!(blob(&store, "before").as_deref(), Some(&b"1"[..]));
     }
-    let after = store.write_batched_for(T, |w| w.put_blob(T, "after", b"2"));
-    let refused = match after {
-        Err(_) => true,
-        Ok(((), pending)) => pending.wait_durable().is_err(),
-    };
-    assert!(refused, "a write was acknowledged after the failure");
-    assert_eq!(blob(&store, "after"), None, "a refused write was committed");
-    assert_eq!(blob(&store, "before").as_deref(), Some(&b"1"[..]));
 }
