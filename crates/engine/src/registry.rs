@@ -166,6 +166,10 @@ pub(crate) struct IndexRegistry {
     /// The thread each apply set aside ran on, by name, in order (`apply_aside`).
     #[cfg(test)]
     pub applied_aside_on: Mutex<Vec<Option<String>>>,
+    /// Runs once in a search across grants, after the grants were verified and before the
+    /// owners' records are read, for tests of that window (`crate::shares`).
+    #[cfg(test)]
+    pub before_shared_read: Mutex<Option<Box<dyn FnOnce() + Send>>>,
 }
 
 impl IndexRegistry {
@@ -184,6 +188,8 @@ impl IndexRegistry {
             after_commit: Mutex::default(),
             #[cfg(test)]
             applied_aside_on: Mutex::default(),
+            #[cfg(test)]
+            before_shared_read: Mutex::default(),
         }
     }
 

@@ -255,7 +255,18 @@ pub(crate) fn standing(
     let Some(bytes) = r.blob(meta.key, &out_name(share))? else {
         return Ok(None);
     };
-    let stored: StoredShare = decode_json(&bytes)?;
+    // A share of the owner's that does not decode grants nothing: its damage fails the owner's
+    // own listing, not its grantees' searches.
+    let stored: StoredShare = match decode_json(&bytes) {
+        Ok(stored) => stored,
+        Err(e) => {
+            tracing::warn!(
+                tenant = %owner, share, error = %e,
+                "a stored share does not decode; it grants nothing"
+            );
+            return Ok(None);
+        }
+    };
     let named = if stored.tenants.contains(scope.tenant()) {
         share_consent::named_state(r, scope.key(), owner, share)?
     } else {
@@ -285,7 +296,7 @@ pub(crate) fn standing(
 
 /// Whether grant `g`, verified earlier, still stands on snapshot `r`, for the same owner
 /// incarnation and domain.
-pub(crate) fn still_granted(
+fn still_granted(
     r: &impl Reads,
     scope: &TenantScope,
     g: &SharedDomain,
@@ -347,10 +358,7 @@ fn standings(
 
 /// Every grant `scope`'s tenant may read: the accepted ones and its children's grants. Starts
 /// from the acceptance rows, so offers cost a search nothing.
-pub(crate) fn live_grants(
-    r: &impl Reads,
-    scope: &TenantScope,
-) -> Result<Vec<SharedDomain>, EngineError> {
+fn live_grants(r: &impl Reads, scope: &TenantScope) -> Result<Vec<SharedDomain>, EngineError> {
     Ok(standings(r, scope, share_consent::ACCEPTED_PREFIX)?
         .into_iter()
         .filter_map(|s| match s {
@@ -770,6 +778,10 @@ impl Engine {
             )));
         }
         let now = now_millis();
+        #[cfg(test)]
+        if let Some(hook) = crate::registry::lock(&self.indexes.before_shared_read).take() {
+            hook();
+        }
         // Shared hits are ranked by relevance alone, like the caller's own in such a search
         // (`check_fields` refuses reranking with `include_shared`).
         let (mut hits, mut exact, mut reads) = (Vec::new(), true, Vec::new());
