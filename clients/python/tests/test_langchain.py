@@ -447,6 +447,8 @@ def test_bad_inputs_are_refused_before_sending(store: StrataVectorStore) -> None
     )
     with pytest.raises(ValueError, match="1 metadatas for 2 texts"):
         fresh.add_texts(["a", "b"], metadatas=[{}])
+    with pytest.raises(BadRequestError, match=r"texts\[1\]"):
+        fresh.add_texts(["a", "b"], metadatas=[{}, {"score": math.nan}])
     assert fresh._dim is None
     assert store.get_by_ids(["f1"]) == []
     assert store.similarity_search("ok", k=1) == []

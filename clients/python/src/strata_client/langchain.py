@@ -480,6 +480,10 @@ class StrataVectorStore(VectorStore):
         _check_texts(texts)
         if metadatas is not None and len(metadatas) != len(texts):
             raise ValueError(f"{len(metadatas)} metadatas for {len(texts)} texts")
+        for i, metadata in enumerate(metadatas or []):
+            # Before the texts are embedded or the collection created, not only when the
+            # batches are sized.
+            _json_size(i, NewRecord(content="", metadata={METADATA_KEY: dict(metadata or {})}))
         if ids is not None and len(ids) != len(texts):
             raise ValueError(f"{len(ids)} ids for {len(texts)} texts")
         if ids is not None:
@@ -859,17 +863,22 @@ class StrataVectorStore(VectorStore):
         args["include"] = ["content", "metadata", "vector"]
         return args
 
-    @staticmethod
     def _mmr_pick(
-        embedding: Optional[List[float]], hits: Sequence[SearchHit], k: int, lambda_mult: float
+        self,
+        embedding: Optional[List[float]],
+        hits: Sequence[SearchHit],
+        k: int,
+        lambda_mult: float,
     ) -> List[Document]:
         """``k`` of the ``hits`` by maximal marginal relevance. Without the query's vector (the
-        server embedded the query) a hit's relevance is its score, the cosine similarity to
-        the query in the server-embedded collection's metric."""
+        server embedded the query) a hit's relevance is its score mapped by
+        :func:`relevance`: the cosine similarity itself in a cosine collection, as the server's
+        model's are."""
         candidates = [h for h in hits if h.vector]
-        relevance = None if embedding is not None else [c.score for c in candidates]
+        scored = [relevance(self.metric, c.score) for c in candidates]
+        relevance_of = None if embedding is not None else scored
         vectors = [c.vector or [] for c in candidates]
-        picked = mmr_select(embedding or [], vectors, k, lambda_mult, relevance)
+        picked = mmr_select(embedding or [], vectors, k, lambda_mult, relevance_of)
         return [_document(candidates[i]) for i in picked]
 
     def max_marginal_relevance_search(
