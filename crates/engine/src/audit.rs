@@ -761,8 +761,8 @@ mod tests {
             server_log: true,
             ..row(1000, 7, "auth.failure", Value::Null)
         };
-        let server = vec![change(1001, true), own.clone()];
-        let tenants = vec![change(5, false)];
+        let server = [change(1001, true), own.clone()];
+        let tenants = [change(5, false)];
         let mut q = AuditQuery::default();
         let mut pages = Vec::new();
         loop {

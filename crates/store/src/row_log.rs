@@ -214,8 +214,11 @@ pub(crate) struct RowLog {
     /// checkpoint's flush or durable commit fails, before the log itself is failed, so that
     /// no write commits (and is read) after a failure that it could not be made durable
     /// through.
-    fail_main: std::sync::OnceLock<Box<dyn Fn(&std::io::Error) + Send + Sync>>,
+    fail_main: std::sync::OnceLock<FailMain>,
 }
+
+/// What fails the main file's syncs (see `RowLog::fail_main`).
+type FailMain = Box<dyn Fn(&std::io::Error) + Send + Sync>;
 
 /// Writes zeros into `file` from its end up to twice `round` bytes (at most
 /// [`MAX_PREWRITTEN`]), and syncs them: the file's next round then overwrites in place. Zeros
