@@ -34,10 +34,63 @@ const CHUNK_KEYS: usize = 1_000;
 /// what an interrupted migration, creation or purge left behind: files of tenants that are not
 /// dedicated, and main-file keys of tenants that are. Runs at start, before any request.
 ///
-/// A registry entry that does not decode must not stop the start (that tenant's operations
-/// are refused, the others serve) nor lose its data: its file, if it has one, is opened, and
-/// when a row does not even yield its storage key nothing is deleted at all.
+/// Decoding every registry row made the start take time in proportion to the tenants on disk
+/// (0.45 s at 100,000). So: with no tenant directory on disk, no row is read (no tenant can be
+/// at `dedicated`); otherwise only the rows that mention `dedicated` (a profile at that level
+/// holds the word) are decoded, and when every directory belongs to a tenant so found nothing
+/// else is left to remove. Anything else (a leftover directory, a retired file's tombstone, a
+/// candidate row that does not decode) reads every row, as [`attach_files_scanning`] says.
 pub(crate) fn attach_files(store: &Store) -> Result<(), EngineError> {
+    let (dirs, tombstones) = store.tenant_dirs()?;
+    // A tenant at `dedicated` has its directory from before its registry row says so until
+    // after it no longer does: with none on disk, no row needs reading at all.
+    if dirs.is_empty() && !tombstones {
+        return remove_orphan_derived(store);
+    }
+    let r = store.read()?;
+    let mut dedicated = Vec::new();
+    for (_, row) in r.tenants_mentioning(b"dedicated")? {
+        let Ok(meta) = row else {
+            return attach_files_scanning(store);
+        };
+        match TenantProfile::of(&meta).map(|p| p.isolation) {
+            Ok(IsolationLevel::Dedicated) => dedicated.push(meta.key),
+            Ok(_) => {}
+            Err(_) => return attach_files_scanning(store),
+        }
+    }
+    drop(r);
+    let found: HashSet<TenantKey> = dedicated.iter().copied().collect();
+    if tombstones || dirs.iter().any(|k| !found.contains(k)) {
+        return attach_files_scanning(store);
+    }
+    for key in dedicated {
+        store.attach_dedicated(key)?;
+        store.erase_main_range(key)?;
+    }
+    remove_orphan_derived(store)
+}
+
+/// Removes the derived files of tenants no longer registered (a crash between a purge and its
+/// removal of them): a registered tenant has its usage row, in its own file once attached.
+/// Only rebuilds are at stake, so the look-ups are of the tenants with derived files alone.
+fn remove_orphan_derived(store: &Store) -> Result<(), EngineError> {
+    let r = store.read()?;
+    let mut registered = HashSet::new();
+    for key in store.derived_keys()? {
+        if r.blob(key, crate::lifecycle::USAGE_BLOB)?.is_some() {
+            registered.insert(key);
+        }
+    }
+    let _ = store.remove_orphan_derived(&registered);
+    Ok(())
+}
+
+/// [`attach_files`] reading every registry row: a registry entry that does not decode must not
+/// stop the start (that tenant's operations are refused, the others serve) nor lose its data:
+/// its file, if it has one, is opened, and when a row does not even yield its storage key
+/// nothing is deleted at all.
+fn attach_files_scanning(store: &Store) -> Result<(), EngineError> {
     let mut keep = HashSet::new();
     let mut dedicated = Vec::new();
     let mut all_known = true;

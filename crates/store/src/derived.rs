@@ -195,6 +195,20 @@ impl Store {
         }
     }
 
+    /// The keys of the tenants with a directory of derived files.
+    pub fn derived_keys(&self) -> Result<Vec<TenantKey>, StoreError> {
+        let root = self.placement.derived_root();
+        let entries = match std::fs::read_dir(&root) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io(&root, e)),
+        };
+        Ok(entries
+            .flatten()
+            .filter_map(|entry| tenant_dir_key(&entry.file_name()))
+            .collect())
+    }
+
     /// Deletes the derived files of every tenant not in `keep` (what a crash between a purge
     /// and [`Store::remove_derived`] left). Returns their keys.
     pub fn remove_orphan_derived(

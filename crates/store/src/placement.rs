@@ -396,6 +396,25 @@ impl Store {
         Ok(())
     }
 
+    /// The keys of the tenant directories beside the main file, and whether a retired file's
+    /// tombstone is among them: what [`Store::remove_orphan_files`] would look at, listed
+    /// without a change.
+    pub fn tenant_dirs(&self) -> Result<(Vec<TenantKey>, bool), StoreError> {
+        let root = &self.placement.root;
+        let entries = match std::fs::read_dir(root) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((Vec::new(), false)),
+            Err(e) => return Err(io(root, e)),
+        };
+        let (mut keys, mut tombstones) = (Vec::new(), false);
+        for entry in entries {
+            let name = entry.map_err(|e| io(root, e))?.file_name();
+            tombstones |= tombstone_key(&name).is_some();
+            keys.extend(tenant_dir_key(&name));
+        }
+        Ok((keys, tombstones))
+    }
+
     /// Deletes every tenant directory whose tenant is not in `keep` (leftovers of a purge, a
     /// failed creation or a migration interrupted by a crash). Returns their keys.
     pub fn remove_orphan_files(

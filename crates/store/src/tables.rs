@@ -1440,6 +1440,24 @@ impl Tables for Writer<'_> {
 }
 
 /// Registry rows as stored (id, bytes), each decoded on its own.
+impl Reader {
+    /// The registry rows whose stored bytes hold `needle`, decoded; the others are read but
+    /// not decoded. A start looks for the tenants at one level this way (`"dedicated"`, which
+    /// a profile at it holds): decoding every row cost it time in proportion to the tenants on
+    /// disk (0.45 s at 100,000).
+    pub fn tenants_mentioning(&self, needle: &[u8]) -> Result<Vec<RegistryRow>, StoreError> {
+        let mut rows = Vec::new();
+        for entry in self.registry.range::<&str>(..)? {
+            let (k, v) = entry?;
+            let bytes = v.value();
+            if !needle.is_empty() && bytes.windows(needle.len()).any(|w| w == needle) {
+                rows.push((k.value().to_owned(), bytes.to_vec()));
+            }
+        }
+        Ok(decode_registry_rows(rows))
+    }
+}
+
 pub(crate) fn decode_registry_rows(rows: Vec<(String, Vec<u8>)>) -> Vec<RegistryRow> {
     rows.into_iter()
         .map(|(raw, v)| {

@@ -294,6 +294,96 @@ fn start_up_keeps_each_tenant_on_the_side_its_registry_names() {
     verify_clean(&engine, &b);
 }
 
+/// A start decodes only the registry rows that mention `dedicated` when every tenant
+/// directory on disk is one of theirs: the dedicated tenant's file is attached and a partial
+/// copy of it in the main file erased, a shared tenant whose row does not decode does not stop
+/// the start (no row but the candidates is decoded), and the derived files of a tenant no
+/// longer registered are removed.
+#[test]
+fn a_start_attaches_the_files_of_the_rows_that_mention_dedicated() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path(), EngineConfig::default()).unwrap();
+    let op = OperatorScope::for_tests();
+    let [plain, own, damaged] = ["plain", "own", "damaged"].map(|t| TenantId::parse(t).unwrap());
+    engine.create_tenant(&op, &plain, None).unwrap();
+    engine.create_tenant(&op, &damaged, None).unwrap();
+    engine
+        .create_tenant_at(&op, &own, None, IsolationLevel::Dedicated, None)
+        .unwrap();
+    let scope = admin_scope(&engine, "own");
+    engine
+        .create_collection(
+            &scope,
+            &vec_name(),
+            crate::test_support::DIM,
+            Metric::Cosine,
+        )
+        .unwrap();
+    put_clustered(&engine, &scope, 20);
+    let before = answers(&engine, &scope);
+    // What a crash mid-migration out of its file leaves: a partial copy in the main file.
+    engine
+        .store
+        .copy_chunk(scope.key(), CopyTarget::Main, None, 2)
+        .unwrap();
+    assert!(engine.store.main_keys(scope.key()).unwrap() > 0);
+    // Derived files of a key no tenant holds (a crash between a purge and their removal).
+    let gone = TenantKey::for_tests(999_999);
+    std::fs::create_dir_all(engine.store.derived_dir(gone)).unwrap();
+    std::fs::write(engine.store.derived_dir(gone).join("graph"), b"x").unwrap();
+    engine
+        .store
+        .write(|w| w.put_registry_bytes_for_tests(&damaged, b"{\"key\":"))
+        .unwrap();
+    drop(engine);
+    let engine = Engine::open(dir.path(), EngineConfig::default()).unwrap();
+    assert!(engine.store.is_dedicated(scope.key()));
+    assert_eq!(engine.store.main_keys(scope.key()).unwrap(), 0);
+    assert_eq!(answers(&engine, &scope), before);
+    assert!(!engine.store.derived_dir(gone).exists());
+    verify_clean(&engine, &plain);
+    verify_clean(&engine, &own);
+}
+
+/// With no tenant directory on disk no registry row is read at a start: the shared tenants
+/// serve as before, their derived files are kept, and those of a tenant no longer registered
+/// are removed.
+#[test]
+fn a_start_without_tenant_directories_reads_no_registry_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path(), EngineConfig::default()).unwrap();
+    let op = OperatorScope::for_tests();
+    let [plain, damaged] = ["plain", "damaged"].map(|t| TenantId::parse(t).unwrap());
+    engine.create_tenant(&op, &plain, None).unwrap();
+    engine.create_tenant(&op, &damaged, None).unwrap();
+    let scope = admin_scope(&engine, "plain");
+    engine
+        .create_collection(
+            &scope,
+            &vec_name(),
+            crate::test_support::DIM,
+            Metric::Cosine,
+        )
+        .unwrap();
+    put_clustered(&engine, &scope, 20);
+    let before = answers(&engine, &scope);
+    let gone = TenantKey::for_tests(999_999);
+    for key in [scope.key(), gone] {
+        std::fs::create_dir_all(engine.store.derived_dir(key)).unwrap();
+    }
+    engine
+        .store
+        .write(|w| w.put_registry_bytes_for_tests(&damaged, b"{\"key\":"))
+        .unwrap();
+    drop(engine);
+    assert_eq!(tenants_dir(dir.path()), 0);
+    let engine = Engine::open(dir.path(), EngineConfig::default()).unwrap();
+    assert!(!engine.store.derived_dir(gone).exists());
+    assert!(engine.store.derived_dir(scope.key()).exists());
+    assert_eq!(answers(&engine, &scope), before);
+    verify_clean(&engine, &plain);
+}
+
 fn start(engine: &Engine, id: &TenantId, target: IsolationLevel) -> MigrationJob {
     let (report, job) = engine
         .start_migration(
