@@ -35,17 +35,21 @@ const CHUNK_KEYS: usize = 1_000;
 /// dedicated, and main-file keys of tenants that are. Runs at start, before any request.
 ///
 /// Decoding every registry row made the start take time in proportion to the tenants on disk
-/// (0.45 s at 100,000). So: with no tenant directory on disk, no row is read (no tenant can be
-/// at `dedicated`); otherwise only the rows that mention `dedicated` (a profile at that level
-/// holds the word) are decoded, and when every directory belongs to a tenant so found nothing
-/// else is left to remove. Anything else (a leftover directory, a retired file's tombstone, a
-/// candidate row that does not decode) reads every row, as [`attach_files_scanning`] says.
+/// (0.45 s at 100,000). So: when the last start found no tenant at `dedicated` and no commit
+/// has made one so since (a mark in the main file), and no tenant directory is on disk, no row
+/// is read; otherwise only the rows that mention `dedicated` (a profile at that level holds
+/// the word) are decoded, and when every directory belongs to a tenant so found nothing else is
+/// left to remove. Anything else (a leftover directory, a retired file's tombstone, a candidate
+/// row that does not decode) reads every row, as [`attach_files_scanning`] says.
 pub(crate) fn attach_files(store: &Store) -> Result<(), EngineError> {
     let (dirs, tombstones) = store.tenant_dirs()?;
-    // A tenant at `dedicated` has its directory from before its registry row says so until
-    // after it no longer does: with none on disk, no row needs reading at all.
-    if dirs.is_empty() && !tombstones {
-        return remove_orphan_derived(store);
+    // The last start found no tenant at `dedicated`, and no commit has made one so since: no
+    // row needs reading. Judged by the mark in the main file, not by the directories on disk
+    // (a tenants directory missing or unmounted must fail the start, as a dedicated tenant's
+    // missing file does below, not route its tenants to the main file).
+    if dirs.is_empty() && !tombstones && store.has_no_dedicated_tenants()? {
+        remove_orphan_derived(store);
+        return Ok(());
     }
     let r = store.read()?;
     let mut dedicated = Vec::new();
@@ -64,26 +68,40 @@ pub(crate) fn attach_files(store: &Store) -> Result<(), EngineError> {
     if tombstones || dirs.iter().any(|k| !found.contains(k)) {
         return attach_files_scanning(store);
     }
+    if dedicated.is_empty() && dirs.is_empty() && !tombstones {
+        store.note_no_dedicated_tenants()?;
+    }
     for key in dedicated {
         store.attach_dedicated(key)?;
         store.erase_main_range(key)?;
     }
-    remove_orphan_derived(store)
+    remove_orphan_derived(store);
+    Ok(())
 }
 
 /// Removes the derived files of tenants no longer registered (a crash between a purge and its
-/// removal of them): a registered tenant has its usage row, in its own file once attached.
-/// Only rebuilds are at stake, so the look-ups are of the tenants with derived files alone.
-fn remove_orphan_derived(store: &Store) -> Result<(), EngineError> {
-    let r = store.read()?;
-    let mut registered = HashSet::new();
-    for key in store.derived_keys()? {
-        if r.blob(key, crate::lifecycle::USAGE_BLOB)?.is_some() {
-            registered.insert(key);
+/// removal of them): a registered tenant has its usage row, in its own file once attached,
+/// until its erasure, so a tenant whose erasure is owed counts as gone. The look-ups are of
+/// the tenants with derived files alone. Only rebuilds are at stake: a failure is logged and
+/// does not stop the start.
+fn remove_orphan_derived(store: &Store) {
+    let registered = (|| -> Result<HashSet<TenantKey>, EngineError> {
+        let owed: HashSet<TenantKey> = store.owed_erasures()?.keys.into_iter().collect();
+        let r = store.read()?;
+        let mut registered = HashSet::new();
+        for key in store.derived_keys()? {
+            if !owed.contains(&key) && r.blob(key, crate::lifecycle::USAGE_BLOB)?.is_some() {
+                registered.insert(key);
+            }
+        }
+        Ok(registered)
+    })();
+    match registered {
+        Ok(registered) => drop(store.remove_orphan_derived(&registered)),
+        Err(e) => {
+            tracing::warn!(error = %e, "start: derived files of purged tenants not looked for")
         }
     }
-    let _ = store.remove_orphan_derived(&registered);
-    Ok(())
 }
 
 /// [`attach_files`] reading every registry row: a registry entry that does not decode must not

@@ -663,6 +663,8 @@ impl Store {
                     registry_written: false,
                     wrote: 0,
                 };
+                // Before `f`: the transaction aborts with it if anything fails.
+                writer.note_dedicated_tenant()?;
                 let (r, key) = f(&mut writer)?;
                 if key != next {
                     return Err(StoreError::Engine(
@@ -752,6 +754,8 @@ impl Store {
                 registry_written: false,
                 wrote: 0,
             };
+            // Before `f`: the transaction aborts with it if anything fails.
+            writer.note_dedicated_tenant()?;
             (f(&mut writer)?, caught)
         };
         ftxn.commit()?;

@@ -40,6 +40,11 @@ const NEXT_TENANT_KEY: &str = "next_tenant_key";
 const LAST_PURGE_MS: &str = "last_purge_ms";
 /// 1 while an erasure's compaction has not run yet (see the engine's `owed_compaction`).
 pub(crate) const COMPACTION_OWED: &str = "compaction_owed";
+/// 0 once a start found no tenant at `dedicated`; 1 from the commit that makes one so (a
+/// creation at the level, a flip into a tenant's own file). Absent: not known (a file from
+/// before the mark), which a start finds out. Lets a start skip the registry when no tenant
+/// can be at `dedicated` (`Store::has_no_dedicated_tenants`).
+pub(crate) const DEDICATED_SEEN: &str = "dedicated_seen";
 
 /// The database. Cheap to share behind an `Arc`; every method takes `&self`.
 pub struct Store {
@@ -137,6 +142,26 @@ impl Store {
     }
 
     /// Whether an erasure's compaction is still owed (see [`Writer::set_compaction_owed`]).
+    /// Whether a start found no tenant at `dedicated` and none has been made so since (see
+    /// `DEDICATED_SEEN`): then no registry row needs reading to route the tenants.
+    pub fn has_no_dedicated_tenants(&self) -> Result<bool, StoreError> {
+        let main = self.db().clone();
+        let txn = main.begin_read()?;
+        let meta = txn.open_table(META)?;
+        Ok(meta.get(DEDICATED_SEEN)?.map(|v| v.value()) == Some(0))
+    }
+
+    /// Records, durably, that a start found no tenant at `dedicated` (every registry row read,
+    /// or every row that could be at it).
+    pub fn note_no_dedicated_tenants(&self) -> Result<(), StoreError> {
+        let _writing = crate::deferred_sync::write_path();
+        let db = self.db();
+        let txn = db.begin_write()?;
+        txn.open_table(META)?.insert(DEDICATED_SEEN, 0)?;
+        txn.commit()?;
+        Ok(())
+    }
+
     pub fn compaction_owed(&self) -> Result<bool, StoreError> {
         // A handle on the database, so that a vacuum's swap leaves it open for this read.
         let main = self.db().clone();
@@ -1439,7 +1464,6 @@ impl Tables for Writer<'_> {
     }
 }
 
-/// Registry rows as stored (id, bytes), each decoded on its own.
 impl Reader {
     /// The registry rows whose stored bytes hold `needle`, decoded; the others are read but
     /// not decoded. A start looks for the tenants at one level this way (`"dedicated"`, which
@@ -1458,6 +1482,7 @@ impl Reader {
     }
 }
 
+/// Registry rows as stored (id, bytes), each decoded on its own.
 pub(crate) fn decode_registry_rows(rows: Vec<(String, Vec<u8>)>) -> Vec<RegistryRow> {
     rows.into_iter()
         .map(|(raw, v)| {
@@ -1497,6 +1522,13 @@ impl<'txn> Writer<'txn> {
     /// vacuums at start. Set in the erasure's own transaction; the vacuum that follows it
     /// clears it at its swap (`Store::vacuum`), which alone knows whether its new file could
     /// still hold the erased bytes.
+    /// Marks, in this transaction, that a tenant is at `dedicated` from its commit on (see
+    /// `DEDICATED_SEEN`).
+    pub(crate) fn note_dedicated_tenant(&mut self) -> Result<(), StoreError> {
+        self.meta.insert(DEDICATED_SEEN, 1)?;
+        Ok(())
+    }
+
     pub fn set_compaction_owed(&mut self, owed: bool) -> Result<(), StoreError> {
         self.meta.insert(COMPACTION_OWED, u64::from(owed))?;
         Ok(())

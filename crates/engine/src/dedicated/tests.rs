@@ -382,6 +382,39 @@ fn a_start_without_tenant_directories_reads_no_registry_row() {
     assert!(engine.store.derived_dir(scope.key()).exists());
     assert_eq!(answers(&engine, &scope), before);
     verify_clean(&engine, &plain);
+    // That start read the rows that could be at `dedicated` and found none: the next reads
+    // none, until a tenant is made so.
+    assert!(engine.store.has_no_dedicated_tenants().unwrap());
+    drop(engine);
+    let engine = Engine::open(dir.path(), EngineConfig::default()).unwrap();
+    assert_eq!(answers(&engine, &scope), before);
+    let own = TenantId::parse("own").unwrap();
+    engine
+        .create_tenant_at(&op, &own, None, IsolationLevel::Dedicated, None)
+        .unwrap();
+    assert!(!engine.store.has_no_dedicated_tenants().unwrap());
+}
+
+/// A dedicated tenant whose file is missing at a start (its directory deleted, or the tenants
+/// directory not mounted) fails the start, as before: its tenant must not be served, and
+/// written to, from the main file.
+#[test]
+fn a_start_missing_a_dedicated_tenants_file_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path(), EngineConfig::default()).unwrap();
+    let own = TenantId::parse("own").unwrap();
+    engine
+        .create_tenant_at(
+            &OperatorScope::for_tests(),
+            &own,
+            None,
+            IsolationLevel::Dedicated,
+            None,
+        )
+        .unwrap();
+    drop(engine);
+    std::fs::remove_dir_all(dir.path().join(strata_store::TENANTS_DIR)).unwrap();
+    assert!(Engine::open(dir.path(), EngineConfig::default()).is_err());
 }
 
 fn start(engine: &Engine, id: &TenantId, target: IsolationLevel) -> MigrationJob {
