@@ -695,6 +695,32 @@ mod tests {
             .expect("join");
     }
 
+    /// An engine in `dir` with tenant `t1`, a gate, and a scope of the tenant's.
+    fn gate_with_tenant(dir: &std::path::Path) -> (Engine, Gate, TenantScope) {
+        let engine = Engine::open(dir, strata_engine::EngineConfig::default()).expect("engine");
+        let gate = Gate::new(PoolConfig::default(), Arc::new(Metrics::default())).expect("pool");
+        let scope = admitted(&gate, &engine, 1, Lane::Shared)
+            .share
+            .scope
+            .clone();
+        (engine, gate, scope)
+    }
+
+    /// Gives `scope`'s tenant `limits`, as an operator's `PATCH` does.
+    fn set_limits(engine: &Engine, scope: &TenantScope, limits: strata_engine::TenantLimits) {
+        let update = strata_engine::TenantUpdate {
+            limits: Some(limits),
+            ..Default::default()
+        };
+        engine
+            .update_tenant(
+                &strata_auth::OperatorScope::for_tests(),
+                scope.tenant(),
+                update,
+            )
+            .expect("limits");
+    }
+
     /// A request refused by the in-flight cap spends no rate token: a client retrying while
     /// at its cap would otherwise drain its own bucket and be refused for a rate it never used.
     #[test]
@@ -744,30 +770,18 @@ mod tests {
     #[test]
     fn a_cap_set_while_requests_run_counts_them() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let engine =
-            Engine::open(dir.path(), strata_engine::EngineConfig::default()).expect("engine");
-        let gate = Gate::new(PoolConfig::default(), Arc::new(Metrics::default())).expect("pool");
-        let scope = admitted(&gate, &engine, 1, Lane::Shared)
-            .share
-            .scope
-            .clone();
+        let (engine, gate, scope) = gate_with_tenant(dir.path());
         let mut running: Vec<Admitted> = (0..3)
             .map(|_| gate.admit(&engine, &scope).expect("no cap yet"))
             .collect();
-        let update = strata_engine::TenantUpdate {
-            limits: Some(strata_engine::TenantLimits {
+        set_limits(
+            &engine,
+            &scope,
+            strata_engine::TenantLimits {
                 max_concurrent: Some(2),
                 ..Default::default()
-            }),
-            ..Default::default()
-        };
-        engine
-            .update_tenant(
-                &strata_auth::OperatorScope::for_tests(),
-                scope.tenant(),
-                update,
-            )
-            .expect("limits");
+            },
+        );
         for _ in 0..2 {
             assert!(matches!(
                 gate.admit(&engine, &scope),
@@ -783,27 +797,15 @@ mod tests {
     #[test]
     fn refilled_rate_buckets_are_swept() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let engine =
-            Engine::open(dir.path(), strata_engine::EngineConfig::default()).expect("engine");
-        let gate = Gate::new(PoolConfig::default(), Arc::new(Metrics::default())).expect("pool");
-        let scope = admitted(&gate, &engine, 1, Lane::Shared)
-            .share
-            .scope
-            .clone();
-        let update = strata_engine::TenantUpdate {
-            limits: Some(strata_engine::TenantLimits {
+        let (engine, gate, scope) = gate_with_tenant(dir.path());
+        set_limits(
+            &engine,
+            &scope,
+            strata_engine::TenantLimits {
                 max_qps: Some(1000.0),
                 ..Default::default()
-            }),
-            ..Default::default()
-        };
-        engine
-            .update_tenant(
-                &strata_auth::OperatorScope::for_tests(),
-                scope.tenant(),
-                update,
-            )
-            .expect("limits");
+            },
+        );
         drop(gate.admit(&engine, &scope).expect("admitted"));
         std::thread::sleep(Duration::from_millis(20));
         assert_eq!(gate.sweep_idle_rates(), 1);

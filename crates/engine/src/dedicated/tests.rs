@@ -294,6 +294,36 @@ fn start_up_keeps_each_tenant_on_the_side_its_registry_names() {
     verify_clean(&engine, &b);
 }
 
+/// Tenant `id`'s scope, with a collection of 20 records, and its answers.
+fn with_records(engine: &Engine, id: &str) -> (strata_auth::TenantScope, Vec<Vec<String>>) {
+    let scope = admin_scope(engine, id);
+    engine
+        .create_collection(
+            &scope,
+            &vec_name(),
+            crate::test_support::DIM,
+            Metric::Cosine,
+        )
+        .unwrap();
+    put_clustered(engine, &scope, 20);
+    let before = answers(engine, &scope);
+    (scope, before)
+}
+
+/// What a start must get past: `damaged`'s registry row as bytes that do not decode, and
+/// derived files of a key no tenant holds (a crash between a purge and their removal), whose
+/// key it returns.
+fn leave_damage(engine: &Engine, damaged: &TenantId) -> TenantKey {
+    let gone = TenantKey::for_tests(999_999);
+    std::fs::create_dir_all(engine.store.derived_dir(gone)).unwrap();
+    std::fs::write(engine.store.derived_dir(gone).join("graph"), b"x").unwrap();
+    engine
+        .store
+        .write(|w| w.put_registry_bytes_for_tests(damaged, b"{\"key\":"))
+        .unwrap();
+    gone
+}
+
 /// A start decodes only the registry rows that mention `dedicated` when every tenant
 /// directory on disk is one of theirs: the dedicated tenant's file is attached and a partial
 /// copy of it in the main file erased, a shared tenant whose row does not decode does not stop
@@ -310,31 +340,14 @@ fn a_start_attaches_the_files_of_the_rows_that_mention_dedicated() {
     engine
         .create_tenant_at(&op, &own, None, IsolationLevel::Dedicated, None)
         .unwrap();
-    let scope = admin_scope(&engine, "own");
-    engine
-        .create_collection(
-            &scope,
-            &vec_name(),
-            crate::test_support::DIM,
-            Metric::Cosine,
-        )
-        .unwrap();
-    put_clustered(&engine, &scope, 20);
-    let before = answers(&engine, &scope);
+    let (scope, before) = with_records(&engine, "own");
     // What a crash mid-migration out of its file leaves: a partial copy in the main file.
     engine
         .store
         .copy_chunk(scope.key(), CopyTarget::Main, None, 2)
         .unwrap();
     assert!(engine.store.main_keys(scope.key()).unwrap() > 0);
-    // Derived files of a key no tenant holds (a crash between a purge and their removal).
-    let gone = TenantKey::for_tests(999_999);
-    std::fs::create_dir_all(engine.store.derived_dir(gone)).unwrap();
-    std::fs::write(engine.store.derived_dir(gone).join("graph"), b"x").unwrap();
-    engine
-        .store
-        .write(|w| w.put_registry_bytes_for_tests(&damaged, b"{\"key\":"))
-        .unwrap();
+    let gone = leave_damage(&engine, &damaged);
     drop(engine);
     let engine = Engine::open(dir.path(), EngineConfig::default()).unwrap();
     assert!(engine.store.is_dedicated(scope.key()));
@@ -345,9 +358,10 @@ fn a_start_attaches_the_files_of_the_rows_that_mention_dedicated() {
     verify_clean(&engine, &own);
 }
 
-/// With no tenant directory on disk no registry row is read at a start: the shared tenants
-/// serve as before, their derived files are kept, and those of a tenant no longer registered
-/// are removed.
+/// Without tenant directories a start reads only the rows that could be at `dedicated`, and
+/// having found none, the next reads no registry row, until a tenant is made so: the shared
+/// tenants serve as before, their derived files are kept, and those of a tenant no longer
+/// registered are removed.
 #[test]
 fn a_start_without_tenant_directories_reads_no_registry_row() {
     let dir = tempfile::tempdir().unwrap();
@@ -356,25 +370,9 @@ fn a_start_without_tenant_directories_reads_no_registry_row() {
     let [plain, damaged] = ["plain", "damaged"].map(|t| TenantId::parse(t).unwrap());
     engine.create_tenant(&op, &plain, None).unwrap();
     engine.create_tenant(&op, &damaged, None).unwrap();
-    let scope = admin_scope(&engine, "plain");
-    engine
-        .create_collection(
-            &scope,
-            &vec_name(),
-            crate::test_support::DIM,
-            Metric::Cosine,
-        )
-        .unwrap();
-    put_clustered(&engine, &scope, 20);
-    let before = answers(&engine, &scope);
-    let gone = TenantKey::for_tests(999_999);
-    for key in [scope.key(), gone] {
-        std::fs::create_dir_all(engine.store.derived_dir(key)).unwrap();
-    }
-    engine
-        .store
-        .write(|w| w.put_registry_bytes_for_tests(&damaged, b"{\"key\":"))
-        .unwrap();
+    let (scope, before) = with_records(&engine, "plain");
+    std::fs::create_dir_all(engine.store.derived_dir(scope.key())).unwrap();
+    let gone = leave_damage(&engine, &damaged);
     drop(engine);
     assert_eq!(tenants_dir(dir.path()), 0);
     let engine = Engine::open(dir.path(), EngineConfig::default()).unwrap();
