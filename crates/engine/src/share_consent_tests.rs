@@ -71,6 +71,16 @@ fn offer(engine: &Engine, owner: &str, domain: &str, to: &[&str], children: bool
         .id
 }
 
+/// An offer of `owner`'s domain `kb` to `victim` (and to its children when `children`), which
+/// `victim` accepted; its id.
+fn offer_accepted(engine: &Engine, children: bool) -> String {
+    let id = offer(engine, "owner", "kb", &["victim"], children);
+    engine
+        .accept_share(&admin_scope(engine, "victim"), &id)
+        .unwrap();
+    id
+}
+
 /// The ids of `tenant`'s `include_shared: "all"` text search for "refund policy".
 fn search_all(engine: &Engine, tenant: &str) -> Result<Vec<String>, EngineError> {
     let s = SearchRequest {
@@ -263,10 +273,7 @@ fn offers_beyond_the_per_search_limit_do_not_fail_the_grantees_searches() {
 #[test]
 fn the_owner_learns_that_its_domain_was_read_never_how_many_hits() {
     let (_dir, engine) = engine();
-    let id = offer(&engine, "owner", "kb", &["victim"], false);
-    engine
-        .accept_share(&admin_scope(&engine, "victim"), &id)
-        .unwrap();
+    offer_accepted(&engine, false);
     assert_eq!(search_all(&engine, "victim").unwrap(), ["kb-1"]);
     let rows = |tenant: &str, action: &str| audit_rows(&engine, tenant, action);
     // More searches within the minute: the grantee's log gets a row each, the owner's none.
@@ -464,10 +471,7 @@ fn unanswered_offers_write_at_most_a_row_a_minute_into_the_grantees_log() {
     engine.revoke_share(&owner, &id).unwrap();
     assert_eq!(rows("child", "share.revoked"), 1);
     // An accepted share's revoke changes what the grantee reads: told, within the minute.
-    let id = offer(&engine, "owner", "kb", &["victim"], false);
-    engine
-        .accept_share(&admin_scope(&engine, "victim"), &id)
-        .unwrap();
+    let id = offer_accepted(&engine, false);
     engine.revoke_share(&owner, &id).unwrap();
     assert_eq!(rows("victim", "share.revoked"), 2);
 }
@@ -520,10 +524,7 @@ fn a_grant_stopped_while_a_search_runs_reads_nothing_after() {
 #[test]
 fn a_damaged_stored_share_grants_nothing_and_fails_no_grantee() {
     let (_dir, engine) = engine();
-    let id = offer(&engine, "owner", "kb", &["victim"], true);
-    engine
-        .accept_share(&admin_scope(&engine, "victim"), &id)
-        .unwrap();
+    let id = offer_accepted(&engine, true);
     let owner_key = engine.tenant_meta(&tid("owner")).unwrap().key;
     engine
         .store
@@ -543,10 +544,7 @@ fn a_damaged_stored_share_grants_nothing_and_fails_no_grantee() {
 #[test]
 fn an_owner_with_a_damaged_profile_shares_nothing_and_fails_no_grantee() {
     let (_dir, engine) = engine();
-    let id = offer(&engine, "owner", "kb", &["victim"], true);
-    engine
-        .accept_share(&admin_scope(&engine, "victim"), &id)
-        .unwrap();
+    offer_accepted(&engine, true);
     assert_eq!(search_all(&engine, "child").unwrap(), ["kb-1"]);
     assert_eq!(search_all(&engine, "victim").unwrap(), ["kb-1"]);
     engine
