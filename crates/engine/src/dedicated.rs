@@ -149,7 +149,7 @@ fn cancelled(from: IsolationLevel) -> EngineError {
     EngineError::IdConflict(cancelled_error(from))
 }
 
-fn cancelled_error(from: IsolationLevel) -> String {
+pub(crate) fn cancelled_error(from: IsolationLevel) -> String {
     format!(
         "the migration was cancelled by an operator before its flip; the tenant stayed at {}",
         level_name(from)
@@ -602,8 +602,14 @@ impl Engine {
                 let recorded = self.store.write(|w| {
                     match w.tenant(&job.id)? {
                         Some(meta) if meta.key == job.key => {
+                            // The cancel recorded (and audited) itself as it was asked for.
+                            let audited = phase == Phase::Cancelled
+                                && strata_store::last_migration(&*w, job.key)?.is_some_and(|r| {
+                                    r.state == strata_store::StoredMigrationState::Cancelled
+                                        && r.started_at == copy.started_at
+                                });
                             w.put_last_migration(job.key, &row)?;
-                            if let Some(outcome) = outcome {
+                            if let Some(outcome) = outcome.filter(|_| !audited) {
                                 let mut event = crate::audit::operator_event(
                                     &job.op,
                                     &job.id,

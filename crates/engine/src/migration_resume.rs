@@ -366,6 +366,11 @@ impl Engine {
             let phase = lock(&c.phase);
             match *phase {
                 Phase::Copying => {
+                    // Recorded durably first, still under the phase lock (so before any
+                    // flip): a crash from here on leaves the row `cancelled`, and the start
+                    // neither resumes the move nor forgets the cancel a 202 promised. The
+                    // move's own end writes its outcome over it.
+                    self.record_cancel(op, id, key, &c)?;
                     // Under the phase lock: the move checks the flag under it before its flip.
                     c.cancel.store(true, Ordering::SeqCst);
                     drop(phase);
@@ -431,6 +436,41 @@ impl Engine {
             Err(e) => Err(e),
             Ok(()) => self.migration(op, id),
         }
+    }
+}
+
+impl Engine {
+    /// Marks tenant `key`'s running move `c` cancelled in its last-migration row, and audits
+    /// the cancel; a row that is not that move's (never expected while it copies) is left.
+    fn record_cancel(
+        &self,
+        op: &OperatorScope,
+        id: &TenantId,
+        key: TenantKey,
+        c: &crate::dedicated::DataMove,
+    ) -> Result<(), EngineError> {
+        self.store.write(|w| {
+            match w.tenant(id)? {
+                Some(meta) if meta.key == key => {}
+                _ => return Err(EngineError::TenantNotFound(id.clone())),
+            }
+            let Some(mut row) = strata_store::last_migration(&*w, key)?.filter(|r| {
+                r.state == StoredMigrationState::Running && r.started_at == c.started_at
+            }) else {
+                return Ok(());
+            };
+            let error = crate::dedicated::cancelled_error(c.from);
+            row.state = StoredMigrationState::Cancelled;
+            row.finished_at = Some(now_millis().max(row.started_at));
+            row.keys_copied = row.keys_copied.max(c.copied.load(Ordering::Relaxed));
+            row.error = Some(error.clone());
+            w.put_last_migration(key, &row)?;
+            let mut event = crate::audit::operator_event(op, id, crate::isolation::MIGRATE_ACTION);
+            event.outcome = "cancelled".into();
+            event.detail = serde_json::json!({ "to": c.to, "error": error });
+            crate::audit::append_to_both(w, key, event)?;
+            Ok::<_, EngineError>(())
+        })
     }
 }
 

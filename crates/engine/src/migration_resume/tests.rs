@@ -204,6 +204,54 @@ fn a_cancelled_interrupted_move_is_not_resumed() {
     ));
 }
 
+/// A cancel answered while its move was still removing its copy holds across a crash that
+/// cuts the move short before it records its end: the start neither resumes the move nor
+/// loses the cancel.
+#[test]
+fn a_cancel_holds_when_a_crash_stops_its_move_before_the_move_records_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path(), config(1, true)).unwrap();
+    let a = fill(&engine, "a", 100);
+    let scope = admin_scope(&engine, "a");
+    let before = answers(&engine, &scope);
+    let op = OperatorScope::for_tests();
+    let job = start(&engine, &a, IsolationLevel::Dedicated);
+    let copy = std::sync::Arc::clone(&job.copy);
+    std::thread::scope(|s| {
+        let cancel = s.spawn(|| engine.cancel_migration(&op, &a));
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !copy.cancel.load(Ordering::SeqCst) {
+            assert!(Instant::now() < deadline, "the cancel never landed");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        // The process dies here: the move never writes its end (ended in memory only, so
+        // that dropping the job records nothing).
+        job.copy.end(Phase::Failed, None);
+        drop(job);
+        cancel.join().unwrap().unwrap();
+    });
+    let engine = restart(engine, dir.path(), true);
+    assert_eq!(
+        stored_row(&engine, &a).state,
+        StoredMigrationState::Cancelled
+    );
+    assert!(
+        engine
+            .resume_interrupted_migrations(&op)
+            .unwrap()
+            .is_empty()
+    );
+    let s = state(&engine, &a);
+    assert_eq!(
+        (s.state, s.level),
+        (MigrationState::Cancelled, IsolationLevel::Shared)
+    );
+    assert!(s.error.unwrap().contains("cancelled"));
+    assert_eq!(migrate_outcomes(&engine, &a), ["cancelled"]);
+    assert!(!verify_clean(&engine, &a).dedicated_file);
+    assert_eq!(answers(&engine, &admin_scope(&engine, "a")), before);
+}
+
 /// Start-up skips a soft-deleted tenant's cut-short move; restoring the tenant resumes it
 /// (the API runs `resume_migration_of` after a restore), and only once.
 #[test]
@@ -271,6 +319,10 @@ fn a_running_move_is_cancelled_before_its_flip() {
                 .unwrap();
         }
         let from = state(&engine, &a).level;
+        let cancels = migrate_outcomes(&engine, &a)
+            .iter()
+            .filter(|o| *o == "cancelled")
+            .count();
         let job = start(&engine, &a, target);
         let copy = std::sync::Arc::clone(&job.copy);
         let status = std::thread::scope(|s| {
@@ -286,10 +338,11 @@ fn a_running_move_is_cancelled_before_its_flip() {
         assert_eq!(status.state, MigrationState::Cancelled, "{status:?}");
         assert_eq!(status.level, from);
         assert!(status.error.unwrap().contains("cancelled"));
-        assert_eq!(
-            migrate_outcomes(&engine, &a).last().map(String::as_str),
-            Some("cancelled")
-        );
+        let outcomes = migrate_outcomes(&engine, &a);
+        assert_eq!(outcomes.last().map(String::as_str), Some("cancelled"));
+        // Audited once: by the cancel, not again by the move it stopped.
+        let now = outcomes.iter().filter(|o| *o == "cancelled").count();
+        assert_eq!(now, cancels + 1, "{outcomes:?}");
         let report = verify_clean(&engine, &a);
         assert_eq!(report.dedicated_file, from == IsolationLevel::Dedicated);
         assert_eq!(answers(&engine, &scope), before);
