@@ -601,9 +601,13 @@ impl CollectionIndex {
         if g.len() as u64 != self.with_vector.len() {
             return false;
         }
-        // A snapshot from before a parameter change (a crash before the rebuild was
-        // saved) serves, and is rebuilt in the background.
-        self.rebuild = g.params().m != self.params.m;
+        // A snapshot from before a parameter change (a migration of the tenant while it
+        // was not loaded, or a crash before the rebuild was saved) serves, and is rebuilt in
+        // the background. A graph saved before graphs recorded their construction beam
+        // reads as built with the current one.
+        let built = g.params();
+        self.rebuild =
+            built.m != self.params.m || built.ef_construction != self.params.ef_construction;
         // The snapshot keeps its tombstones: count them, or compaction would never see
         // what a tenant evicted between deletes had piled up.
         self.graph_deleted = g.tombstones() as u64;

@@ -199,7 +199,7 @@ pub struct MigrationStatus {
     /// When the last migration ended (absent while it runs, and for one a crash cut short).
     #[schema(value_type = Option<i64>)]
     pub finished_at: Option<Millis>,
-    /// Collections waiting for their graph build.
+    /// Collections waiting for a graph build, whatever its cause.
     pub graph_builds_pending: u32,
     /// Whether the last migration moved stored data (to or from `dedicated`).
     pub moves_data: bool,
@@ -225,6 +225,10 @@ pub enum MigrationState {
     Copying,
     CatchingUp,
     CleaningUp,
+    /// Done, and some of the tenant's loaded graphs, built with other parameters, wait for
+    /// their rebuild with the new ones (they serve meanwhile). Other graph builds (a
+    /// compaction, a collection grown past the graph threshold) count in
+    /// `graph_builds_pending` only.
     Rebuilding,
     Done,
     Failed,
@@ -343,9 +347,9 @@ impl Engine {
         let r = self.store.read()?;
         let u = usage(&r, meta.key)?;
         // Unloaded tenants are rebuilt at their next load only if their snapshot's
-        // connectivity differs, so count what their graphs would hold: their vectors; none
-        // when even all of them in the widest collection would stay under the graph
-        // threshold (such collections have no graph).
+        // connectivity or construction beam differs, so count what their graphs would hold:
+        // their vectors; none when even all of them in the widest collection would stay under
+        // the graph threshold (such collections have no graph).
         let widest = r.collections(meta.key)?.iter().map(|c| c.dim).max();
         let unloaded = match widest {
             Some(dim) if crate::collection_index::graph_pays(u.vectors, dim as usize) => u.vectors,
@@ -553,6 +557,7 @@ impl Engine {
         let meta = self.tenant_meta(id)?;
         let profile = TenantProfile::of(&meta)?;
         let pending = self.indexes.residency(meta.key, id).graph_builds_pending;
+        let stale = self.indexes.graphs_stale(meta.key);
         let live = self.migrations.get(meta.key);
         let stored = strata_store::last_migration(&self.store.read()?, meta.key)?;
         let will_resume = stored.as_ref().is_some_and(|row| {
@@ -561,8 +566,13 @@ impl Engine {
                 self.config.isolation.resume_interrupted_migrations,
             )
         });
-        let mut status =
-            crate::migration_status::status(profile.isolation, pending, live.as_deref(), stored);
+        let mut status = crate::migration_status::status(
+            profile.isolation,
+            pending,
+            stale,
+            live.as_deref(),
+            stored,
+        );
         status.will_resume = will_resume && status.state == MigrationState::Interrupted;
         Ok(status)
     }
@@ -739,6 +749,7 @@ mod engine_tests {
     use strata_types::Metric;
 
     use super::*;
+    use crate::registry::lock;
     use crate::test_support::{admin_scope as scope, answers, put_clustered, vec_name};
     use crate::{EngineConfig, ResidencyConfig};
 
@@ -882,6 +893,90 @@ mod engine_tests {
             (info.isolation, info.index_params),
             (IsolationLevel::Shared, Some(params))
         );
+    }
+
+    /// `rebuilding` says that graphs wait for the tenant's new parameters, and ends with
+    /// their rebuild.
+    #[test]
+    fn the_status_says_rebuilding_while_graphs_wait_for_the_new_parameters() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::open(dir.path(), EngineConfig::default()).unwrap();
+        let scope = fill(&engine, "acme", 1_100, IsolationLevel::Shared);
+        let before = answers(&engine, &scope);
+        engine.wait_for_graph_builds();
+        let op = OperatorScope::for_tests();
+        let id = TenantId::parse("acme").unwrap();
+        // The builder holds each build after its bulk insert until the sender is dropped.
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        *lock(&engine.indexes.builder.after_bulk) = Some(Box::new(move || {
+            let _ = held.recv();
+        }));
+        let params = IndexParams {
+            m: Some(8),
+            ef_construction: None,
+            ef_search: None,
+        };
+        let req = MigrateRequest {
+            target: IsolationLevel::Partition,
+            index_params: Some(params),
+            dry_run: false,
+        };
+        engine.migrate_tenant(&op, &id, req).unwrap();
+        let status = engine.migration(&op, &id).unwrap();
+        assert_eq!(status.state, MigrationState::Rebuilding, "{status:?}");
+        assert!(status.graph_builds_pending > 0, "{status:?}");
+        drop(release);
+        engine.wait_for_graph_builds();
+        assert_eq!(graph_params(&engine, &scope).m, 8);
+        let status = engine.migration(&op, &id).unwrap();
+        assert_eq!(status.state, MigrationState::Done, "{status:?}");
+        assert_eq!(answers(&engine, &scope), before);
+    }
+
+    /// A migration that changes only the construction beam of a tenant not loaded: its saved
+    /// graph records the beam it was built with, so the load rebuilds it with the new one.
+    #[test]
+    fn a_beam_only_migration_of_an_unloaded_tenant_rebuilds_its_graph_at_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::open(dir.path(), EngineConfig::default()).unwrap();
+        let scope = fill(&engine, "acme", 1_100, IsolationLevel::Shared);
+        let before = answers(&engine, &scope);
+        engine.wait_for_graph_builds();
+        engine.persist_indexes().unwrap();
+        drop(engine);
+
+        let engine = Engine::open(dir.path(), EngineConfig::default()).unwrap();
+        let op = OperatorScope::for_tests();
+        let id = TenantId::parse("acme").unwrap();
+        let key = engine.tenant_meta(&id).unwrap().key;
+        assert!(engine.indexes.get(key).is_none(), "loaded at start");
+        let params = IndexParams {
+            m: None,
+            ef_construction: Some(40),
+            ef_search: None,
+        };
+        let report = engine
+            .migrate_tenant(
+                &op,
+                &id,
+                MigrateRequest {
+                    target: IsolationLevel::Partition,
+                    index_params: Some(params),
+                    dry_run: false,
+                },
+            )
+            .unwrap();
+        assert!(report.rebuilds_indexes);
+        let scope = self::scope(&engine, "acme");
+        assert_eq!(answers(&engine, &scope), before);
+        engine.wait_for_graph_builds();
+        assert!(
+            lock(&engine.indexes.builder.started).contains(&key),
+            "the graph was not rebuilt"
+        );
+        let built = graph_params(&engine, &scope);
+        assert_eq!((built.m, built.ef_construction), (16, 40));
+        assert_eq!(answers(&engine, &scope), before);
     }
 
     #[test]

@@ -114,12 +114,15 @@ pub(crate) fn level_change_row(from: IsolationLevel, to: IsolationLevel) -> Stor
 }
 
 /// The status from the live move (if one of the tenant is copying, flipping or cleaning up in
-/// this process) or else from the stored row; a move of this process that has ended and is
+/// this process) or else from the stored row; a migration done is `rebuilding` while `stale`
+/// of the tenant's graphs wait for a rebuild with its parameters (`pending` counts every build
+/// wanted, a compaction's or a new collection's too, and is shown as is); a move of this process that has ended and is
 /// the row's (same `started_at`, or no row) gives its own state and error over the row's (its
 /// outcome may not have been recorded).
 pub(crate) fn status(
     level_now: IsolationLevel,
     pending: u32,
+    stale: u32,
     live: Option<&DataMove>,
     stored: Option<StoredMigration>,
 ) -> MigrationStatus {
@@ -194,7 +197,7 @@ pub(crate) fn status(
     // A row written before totals grew with the copy may say more copied than its total.
     let (keys_copied, keys_total) = progress(row.keys_copied, row.keys_total);
     let (state, error) = match row.state {
-        StoredMigrationState::Done if pending > 0 => (MigrationState::Rebuilding, row.error),
+        StoredMigrationState::Done if stale > 0 => (MigrationState::Rebuilding, row.error),
         StoredMigrationState::Done => (MigrationState::Done, row.error),
         StoredMigrationState::Failed => (MigrationState::Failed, row.error),
         StoredMigrationState::Interrupted => (MigrationState::Interrupted, row.error),
@@ -251,6 +254,7 @@ mod tests {
         let s = status(
             IsolationLevel::Shared,
             0,
+            0,
             None,
             Some(stored(StoredMigrationState::Running)),
         );
@@ -261,11 +265,15 @@ mod tests {
     }
 
     #[test]
-    fn a_done_row_reads_as_rebuilding_while_graphs_are_pending() {
+    fn a_done_row_reads_as_rebuilding_while_graphs_wait_for_the_new_parameters() {
         let row = stored(StoredMigrationState::Done);
-        let s = status(IsolationLevel::Dedicated, 2, None, Some(row.clone()));
+        let s = status(IsolationLevel::Dedicated, 2, 1, None, Some(row.clone()));
         assert_eq!(s.state, MigrationState::Rebuilding);
-        let s = status(IsolationLevel::Dedicated, 0, None, Some(row));
+        // Builds unrelated to the migration (a compaction, a collection grown past the
+        // graph threshold) are shown, and do not make it `rebuilding`.
+        let s = status(IsolationLevel::Dedicated, 2, 0, None, Some(row.clone()));
+        assert_eq!((s.state, s.graph_builds_pending), (MigrationState::Done, 2));
+        let s = status(IsolationLevel::Dedicated, 0, 0, None, Some(row));
         assert_eq!(s.state, MigrationState::Done);
         // The row says 5 of 4 (a catch-up copied more than the count at the start): the
         // total grows with the copy, never fewer than copied.
@@ -274,7 +282,7 @@ mod tests {
             (5, 5, Some(20))
         );
         assert_eq!(progress(3, 10), (3, 10));
-        let none = status(IsolationLevel::Shared, 0, None, None);
+        let none = status(IsolationLevel::Shared, 0, 0, None, None);
         assert_eq!(none.state, MigrationState::None);
     }
 }

@@ -370,6 +370,10 @@ impl IndexRegistry {
             u32::try_from(pending).unwrap_or(u32::MAX),
             Ordering::Relaxed,
         );
+        c.graphs_stale.store(
+            index.map_or(0, TenantIndex::graphs_stale),
+            Ordering::Relaxed,
+        );
         c.graph_ef_search.store(
             index.map_or(0, TenantIndex::graph_ef_search),
             Ordering::Relaxed,
@@ -781,6 +785,13 @@ impl IndexRegistry {
     }
 
     /// Vectors in the tenant's graphs, if it is loaded (from its counters: no lock waited for).
+    /// How many of the tenant's loaded graphs wait for a rebuild with its parameters (0 when
+    /// it is not loaded).
+    pub fn graphs_stale(&self, key: TenantKey) -> u32 {
+        self.get(key)
+            .map_or(0, |s| s.counters.graphs_stale.load(Ordering::Relaxed))
+    }
+
     pub fn graph_vectors(&self, key: TenantKey) -> Option<u64> {
         let c = &self.get(key)?.counters;
         c.resident

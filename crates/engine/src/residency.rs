@@ -105,7 +105,7 @@ pub struct TenantResidencyRow {
 }
 
 /// Counters of one tenant's registry slot. `bytes`, `resident`, `graphs_pending`,
-/// `graph_vectors` and `graph_ef_search` change only under the slot's index write lock (`IndexRegistry::account`),
+/// `graphs_stale`, `graph_vectors` and `graph_ef_search` change only under the slot's index write lock (`IndexRegistry::account`),
 /// so they match the loaded indexes as of their last change; they are read without that
 /// lock, so a scrape of the figures never waits for a tenant's index work (a graph install,
 /// a save).
@@ -114,6 +114,8 @@ pub(crate) struct SlotCounters {
     pub bytes: AtomicU64,
     pub resident: AtomicBool,
     pub graphs_pending: AtomicU32,
+    /// Of those, the graphs built with other parameters than the tenant's (`graphs_stale`).
+    pub graphs_stale: AtomicU32,
     pub graph_vectors: AtomicU64,
     pub graph_ef_search: AtomicU32,
     pub loads: AtomicU64,

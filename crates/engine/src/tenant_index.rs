@@ -83,6 +83,16 @@ impl TenantIndex {
         u32::try_from(widest).unwrap_or(u32::MAX)
     }
 
+    /// The tenant's graphs built with parameters other than its own (a migration changed
+    /// them): each waits for its background rebuild, serving meanwhile.
+    pub fn graphs_stale(&self) -> u32 {
+        let stale = self
+            .collections
+            .values()
+            .filter(|c| c.graph.is_some() && c.rebuild);
+        u32::try_from(stale.count()).unwrap_or(u32::MAX)
+    }
+
     /// Vectors held by the tenant's graphs.
     pub fn graph_vectors(&self) -> u64 {
         let graphs = self.collections.values().filter_map(|c| c.graph.as_ref());

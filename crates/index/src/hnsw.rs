@@ -37,14 +37,22 @@ use crate::metric::Metric;
 /// usearch's serialisation; it is refused (and the engine rebuilds such a graph). Version 2
 /// had no calibration; it still loads, uncalibrated (see `hnsw_calibrate.rs`). Version 3 had
 /// the rows inside the body (layout 1 in `hnsw_format.rs`); it still loads, by a copy.
-const MAGIC: &[u8; 8] = b"STRHNSW4";
+/// Version 4 did not record the construction beam; it loads as built with the one given.
+const MAGIC: &[u8; 8] = b"STRHNSW5";
+const MAGIC_V4: &[u8; 8] = b"STRHNSW4";
 const MAGIC_V3: &[u8; 8] = b"STRHNSW3";
 const MAGIC_V2: &[u8; 8] = b"STRHNSW2";
 /// Version 2 header: magic, dimension (u32 LE), metric code (u8).
 const HEADER_V2_LEN: usize = MAGIC.len() + 4 + 1;
 /// Version 3 (and 4) add the calibration: its `ef` (u32 LE, 0 for none) and the live vectors the
 /// graph held when it was measured (u32 LE).
-const HEADER_LEN: usize = HEADER_V2_LEN + 4 + 4;
+const HEADER_V4_LEN: usize = HEADER_V2_LEN + 4 + 4;
+/// Version 5 adds the construction beam the graph was built with (u32 LE, at least 1), so that
+/// a graph saved before its tenant's `ef_construction` changed is known to need a rebuild.
+const HEADER_LEN: usize = HEADER_V4_LEN + 4;
+/// The widest construction beam a stored graph may record: a damaged header must not make
+/// later inserts walk an unbounded beam.
+const MAX_STORED_EF_CONSTRUCTION: u32 = 1 << 16;
 
 /// Smallest batch [`HnswIndex::insert_batch`] spreads over threads: below it, starting the
 /// threads costs more than they save.
@@ -182,7 +190,8 @@ impl HnswIndex {
     }
 
     /// The parameters given at construction. For a restored graph, `m` is the connectivity
-    /// recorded in its bytes (it was built with it), the others are the ones given.
+    /// recorded in its bytes (it was built with it), and so is `ef_construction` when its
+    /// version records it (5 and later); the others are the ones given.
     pub fn params(&self) -> HnswParams {
         self.params
     }
@@ -478,6 +487,10 @@ impl HnswIndex {
             .map_or((0, 0), |c| (c.ef as u32, c.at_len as u32));
         out.write_all(&ef.to_le_bytes())?;
         out.write_all(&at.to_le_bytes())?;
+        let beam = u32::try_from(self.params.ef_construction.max(1))
+            .unwrap_or(u32::MAX)
+            .min(MAX_STORED_EF_CONSTRUCTION);
+        out.write_all(&beam.to_le_bytes())?;
         crate::hnsw_format::write_to(&self.graph, HEADER_LEN, out)
     }
 
@@ -557,7 +570,8 @@ impl HnswIndex {
         }
         let (header_len, layout) = match &header[..MAGIC.len()] {
             m if m == MAGIC => (HEADER_LEN, Layout::RowsLast),
-            m if m == MAGIC_V3 => (HEADER_LEN, Layout::RowsInside),
+            m if m == MAGIC_V4 => (HEADER_V4_LEN, Layout::RowsLast),
+            m if m == MAGIC_V3 => (HEADER_V4_LEN, Layout::RowsInside),
             m if m == MAGIC_V2 => (HEADER_V2_LEN, Layout::RowsInside),
             _ => {
                 return Err(corrupt(
@@ -572,9 +586,18 @@ impl HnswIndex {
             return Err(corrupt("truncated STRHNSW header"));
         }
         let calibrated = match header_len {
+            HEADER_V2_LEN => None,
+            _ => crate::hnsw_calibrate::Calibrated::decode(&header[HEADER_V2_LEN..HEADER_V4_LEN])
+                .map_err(&corrupt)?,
+        };
+        let built_beam = match header_len {
             HEADER_LEN => {
-                crate::hnsw_calibrate::Calibrated::decode(&header[HEADER_V2_LEN..HEADER_LEN])
-                    .map_err(&corrupt)?
+                let mut beam = [0u8; 4];
+                beam.copy_from_slice(&header[HEADER_V4_LEN..HEADER_LEN]);
+                match u32::from_le_bytes(beam) {
+                    b @ 1..=MAX_STORED_EF_CONSTRUCTION => Some(b as usize),
+                    _ => return Err(corrupt("construction beam out of range")),
+                }
             }
             _ => None,
         };
@@ -609,8 +632,12 @@ impl HnswIndex {
             ));
         }
         index.calibrated = calibrated;
-        // The graph's links were laid out with the connectivity it was built with.
+        // The graph's links were laid out with the connectivity it was built with, and (when
+        // its header says) chosen with that beam; inserts go on with both until a rebuild.
         index.params.m = index.graph.m;
+        if let Some(beam) = built_beam {
+            index.params.ef_construction = beam;
+        }
         Ok(index)
     }
 }

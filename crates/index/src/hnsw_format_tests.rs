@@ -26,8 +26,9 @@ fn hex(bytes: &[u8]) -> String {
 /// `MAGIC` (old graphs are then rebuilt by the engine, unless they still load) and update
 /// these bytes.
 const GOLDEN: &str = concat!(
-    // header: STRHNSW4, dim 2, metric l2, not calibrated (ef 0, 0 vectors)
-    "535452484e53573402000000030000000000000000",
+    // header: STRHNSW5, dim 2, metric l2, not calibrated (ef 0, 0 vectors), built with
+    // ef_construction 128
+    "535452484e5357350200000003000000000000000080000000",
     // m 2, 3 nodes, entry node 2, max level 5, stride 16, no padding (rows below 1 MiB)
     "020000000300000002000000050000001000000000000000",
     // labels 10 20 30
@@ -80,13 +81,57 @@ fn unhex(s: &str) -> Vec<u8> {
 
 #[test]
 fn a_version_3_graph_loads_as_the_same_graph() {
-    let v4 = tiny().to_bytes().expect("to_bytes");
-    let mut v3 = v4[..21].to_vec();
+    let v5 = tiny().to_bytes().expect("to_bytes");
+    let mut v3 = v5[..21].to_vec();
     v3[..8].copy_from_slice(b"STRHNSW3");
     v3.extend_from_slice(&tiny().body_layout_1());
     assert_eq!(hex(&v3), GOLDEN_V3, "layout 1 as version 3 wrote it");
     let g = load(&unhex(GOLDEN_V3)).expect("load");
     assert_eq!(hex(&g.to_bytes().expect("to_bytes")), GOLDEN);
+}
+
+/// Version 4 did not record the construction beam: such a graph loads as built with the one
+/// given, and is otherwise the same graph.
+#[test]
+fn a_version_4_graph_loads_with_the_beam_given() {
+    let v5 = tiny().to_bytes().expect("to_bytes");
+    let mut v4 = v5[..21].to_vec();
+    v4[..8].copy_from_slice(b"STRHNSW4");
+    v4.extend_from_slice(&v5[25..]);
+    let params = HnswParams {
+        m: 2,
+        ef_construction: 40,
+        ..HnswParams::default()
+    };
+    let g = HnswIndex::from_bytes(&v4, 2, Metric::L2, params).expect("load v4");
+    assert_eq!(g.params().ef_construction, 40);
+    assert_eq!(g.len(), 2);
+}
+
+/// A version-5 graph loads as built with the beam it records, whatever the one given: the
+/// engine compares it with its tenant's to know whether the graph needs a rebuild.
+#[test]
+fn a_graph_keeps_the_construction_beam_it_was_built_with() {
+    let built = HnswParams {
+        m: 2,
+        ef_construction: 77,
+        ..HnswParams::default()
+    };
+    let mut g = HnswIndex::new(2, Metric::L2, built).expect("new");
+    g.insert(1, &[0.0, 1.0]).expect("insert");
+    let bytes = g.to_bytes().expect("to_bytes");
+    let back = load(&bytes).expect("load");
+    assert_eq!(back.params().ef_construction, 77);
+    assert_eq!(back.params().m, 2);
+    // A beam of 0, or above what any graph records, is a damaged header.
+    for beam in [0u32, (1 << 16) + 1] {
+        let mut bad = bytes.clone();
+        bad[21..25].copy_from_slice(&beam.to_le_bytes());
+        assert!(
+            matches!(load(&bad), Err(IndexError::Corrupt { .. })),
+            "{beam}"
+        );
+    }
 }
 
 #[test]
@@ -114,10 +159,10 @@ fn the_golden_bytes_load_and_answer() {
     assert_eq!(slots, vec![10, 30]);
 }
 
-/// Offset of the first level-0 link count in `tiny()`'s bytes: header (21), graph header
+/// Offset of the first level-0 link count in `tiny()`'s bytes: header (25), graph header
 /// (24), labels (12), levels (3), tombstones (3), upper links (24 + 60), then the first row's
 /// 2-float vector.
-const FIRST_COUNT: usize = 21 + 24 + 12 + 3 + 3 + 24 + 60 + 8;
+const FIRST_COUNT: usize = 25 + 24 + 12 + 3 + 3 + 24 + 60 + 8;
 
 #[test]
 fn damaged_bodies_are_refused() {
@@ -125,7 +170,7 @@ fn damaged_bodies_are_refused() {
     let corrupt = |bytes: &[u8]| matches!(load(bytes), Err(IndexError::Corrupt { .. }));
     // Padding of 64 KiB or more.
     let mut pad = good.clone();
-    pad[21 + 20..21 + 24].copy_from_slice(&(64u32 << 10).to_le_bytes());
+    pad[25 + 20..25 + 24].copy_from_slice(&(64u32 << 10).to_le_bytes());
     assert!(corrupt(&pad));
     // The usearch-era format (version 1) is refused, so the engine rebuilds the graph.
     let mut v1 = good.clone();
@@ -147,11 +192,11 @@ fn damaged_bodies_are_refused() {
     assert!(corrupt(&link));
     // A node count far beyond the bytes present is refused before anything is allocated.
     let mut nodes = good.clone();
-    nodes[21 + 4..21 + 8].copy_from_slice(&u32::MAX.to_le_bytes());
+    nodes[25 + 4..25 + 8].copy_from_slice(&u32::MAX.to_le_bytes());
     assert!(corrupt(&nodes));
     // A tombstone flag that is neither 0 nor 1.
     let mut flag = good.clone();
-    flag[21 + 24 + 12 + 3] = 2;
+    flag[25 + 24 + 12 + 3] = 2;
     assert!(corrupt(&flag));
 }
 

@@ -108,8 +108,8 @@ fn small_and_version_3_graphs_load_from_a_mapping_by_a_copy() {
     );
 
     let g = large();
-    let v4 = g.to_bytes().expect("to_bytes");
-    let mut v3 = v4[..21].to_vec();
+    let v5 = g.to_bytes().expect("to_bytes");
+    let mut v3 = v5[..21].to_vec();
     v3[..8].copy_from_slice(b"STRHNSW3");
     v3.extend_from_slice(&g.body_layout_1());
     let back = map_load(&v3).expect("version 3");
@@ -117,7 +117,7 @@ fn small_and_version_3_graphs_load_from_a_mapping_by_a_copy() {
         !back.graph.rows.maps_a_file(),
         "layout 1's rows are not last"
     );
-    assert!(back.to_bytes().expect("to_bytes") == v4, "the bytes differ");
+    assert!(back.to_bytes().expect("to_bytes") == v5, "the bytes differ");
 }
 
 #[test]
@@ -137,7 +137,7 @@ fn damaged_mapped_files_are_refused() {
     let mut pad = good.clone();
     pad[rows_at - 1] = 1;
     assert!(corrupt(&pad));
-    let pad_at = 21 + 20;
+    let pad_at = 25 + 20;
     let written = u32::from_le_bytes(good[pad_at..pad_at + 4].try_into().unwrap());
     assert!(written > 0);
     let mut shifted = good.clone();
