@@ -17,7 +17,6 @@ use strata_types::{Domain, TenantId};
 
 use crate::admission::Admitted;
 use crate::credential_check::Credential;
-use crate::security_throttle::{AuditLog, Verdict};
 use crate::{ApiError, AppState};
 
 /// The request id header the router assigns (or keeps from the client).
@@ -359,37 +358,11 @@ impl FromRequestParts<AppState> for OperatorAuth {
                 crate::admin_query::refuse_unknown_params(parts)?;
                 Ok(OperatorAuth(op))
             }
-            Principal::Tenant(scope) => {
-                // Logged within the tenant's bounds, like the audited security events.
-                let verdict = state.security.admit(
-                    AuditLog::Tenant(scope.key()),
-                    Some(scope.tenant()),
-                    "security.operator_route",
-                    std::time::Instant::now(),
-                    strata_types::now_millis(),
-                );
-                if let Verdict::Record(suppressed) = verdict {
-                    if let Some(s) = suppressed {
-                        tracing::warn!(
-                            target: "security",
-                            tenant = %scope.tenant(),
-                            suppressed = s.count,
-                            since = s.since,
-                            "{} more tenant credentials on operator routes not logged",
-                            s.count
-                        );
-                    }
-                    tracing::warn!(
-                        target: "security",
-                        tenant = %scope.tenant(),
-                        actor = scope.actor(),
-                        "tenant credential on an operator route"
-                    );
-                }
-                Err(ApiError::Forbidden(
-                    "this route needs an operator credential".into(),
-                ))
-            }
+            // Audited and logged by the security middleware, within the tenant's bounds, as
+            // every `FORBIDDEN` is.
+            Principal::Tenant(_) => Err(ApiError::Forbidden(
+                "this route needs an operator credential".into(),
+            )),
         }
     }
 }

@@ -354,6 +354,9 @@ impl SecurityMark {
             "UNAUTHORIZED" => "auth.failure",
             "TENANT_MISMATCH" => "security.tenant_mismatch",
             "SCOPE_FORBIDDEN" => "security.scope_forbidden",
+            // A credential without the permission the route needs (a read-only key writing,
+            // a tenant's key on an operator route, an operator's on a data route).
+            "FORBIDDEN" => "security.permission_denied",
             _ => return None,
         };
         Some(SecurityMark {

@@ -1,5 +1,6 @@
 //! The security-audit middleware: every authentication failure (`401`) and every security event
-//! (`TENANT_MISMATCH`, `SCOPE_FORBIDDEN`) becomes one audit row and one WARN line (target
+//! (`TENANT_MISMATCH`, `SCOPE_FORBIDDEN`, and `FORBIDDEN`: a credential without the
+//! permission the route needs) becomes one audit row and one WARN line (target
 //! `security`), with the actor the edge learned, the client address and the request id, within
 //! the bounds of `security_throttle`: past a burst and a steady rate per audit log and kind of
 //! event, events are counted and summarised instead of written one by one.
@@ -153,10 +154,7 @@ pub async fn flush_security_summaries(state: &AppState, drain: bool) {
             s.tenant = None;
         }
         log_summary(action, &s);
-        // Only logged, never audited (a tenant credential on an operator route).
-        if action != "security.operator_route" {
-            rows.push(summary_event(action, s));
-        }
+        rows.push(summary_event(action, s));
     }
     let recorded = state
         .run(move |engine| {

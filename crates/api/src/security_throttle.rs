@@ -26,13 +26,12 @@ use strata_sched::{Limits, RateLimiter};
 use strata_store::TenantKey;
 use strata_types::{Millis, TenantId};
 
-/// The events throttled, in the order of their counters. The first three are audited; the
-/// last is only logged (a tenant credential on an operator route).
+/// The events throttled, in the order of their counters; each is audited and logged.
 pub(crate) const THROTTLED_ACTIONS: [&str; 4] = [
     "auth.failure",
     "security.tenant_mismatch",
     "security.scope_forbidden",
-    "security.operator_route",
+    "security.permission_denied",
 ];
 
 /// Logs with suppressed events waiting for their summary, at most. Each tenant that exists

@@ -193,10 +193,39 @@ fn each_kind_of_event_produces_exactly_one_row_with_its_fields() {
         &key_id(&domain_key),
     );
 
+    // A missing permission: a read-only key writing, a tenant's key on an operator route.
+    let (s, v, rid) = server.call_with_id(
+        "POST",
+        "/v1/memories",
+        Some(&domain_key),
+        &[("x-strata-domain", "support")],
+        Some(&json!({"content": "y"})),
+    );
+    assert_eq!((s, code(&v)), (403, "FORBIDDEN"), "{v}");
+    let row = the_row(
+        &server,
+        "security.permission_denied",
+        Some("acme"),
+        &rid,
+        &key_id(&domain_key),
+    );
+    assert_eq!(row["outcome"], "FORBIDDEN", "{row}");
+    let (s, v, rid) = server.call_with_id("GET", "/v1/admin/tenants", Some(&key), &[], None);
+    assert_eq!((s, code(&v)), (403, "FORBIDDEN"), "{v}");
+    let row = the_row(
+        &server,
+        "security.permission_denied",
+        Some("acme"),
+        &rid,
+        &key_id(&key),
+    );
+    assert_eq!(row["detail"]["route"], "/v1/admin/tenants", "{row}");
+
     // Reads are not audited, and each event above wrote one row only.
     assert!(rows(&server, "memory.list", None).is_empty());
     assert_eq!(rows(&server, "auth.failure", None).len(), 2);
     assert_eq!(rows(&server, "security.tenant_mismatch", None).len(), 1);
+    assert_eq!(rows(&server, "security.permission_denied", None).len(), 2);
 
     // Filters: time window and limit.
     let (s, v) = server.get(
