@@ -128,7 +128,10 @@ impl Engine {
     /// and answering the retry from it would acknowledge a write a crash can lose. So it is
     /// looked up again in a write transaction of the tenant, whose durability (waited for, or
     /// deferred to the caller's [`Engine::deferring_durability`]) covers every commit before
-    /// it, and which a store that failed a sync refuses. Only a retry pays for it.
+    /// it, and which a store that failed a sync refuses. Only a retry pays for it. That
+    /// transaction writes no record: a tenant in the `critical` integrity state, whose writes
+    /// are refused, still gets the answers of writes made before, and its audit row says
+    /// `replayed`.
     pub fn kept_answer(
         &self,
         scope: &TenantScope,
@@ -141,7 +144,8 @@ impl Engine {
         if found.is_none() {
             return Ok(None);
         }
-        self.write_tenant(scope, "memory.put", |w, _| {
+        let detail = serde_json::json!({ "replayed": true });
+        self.confirm_in_write(scope, "memory.put", detail, |w| {
             kept(w.idempotency_row(scope.key(), &stored)?, idem)
         })
     }

@@ -655,6 +655,30 @@ impl Engine {
         })
     }
 
+    /// A transaction of the tenant that changes no record, run for its durability: answered
+    /// once every commit before it is durable too (a kept answer it confirms, say). Admitted
+    /// in any integrity state, since the write it answers for was made before; audited as
+    /// `action` with `detail`.
+    pub(crate) fn confirm_in_write<R>(
+        &self,
+        scope: &TenantScope,
+        action: &str,
+        detail: serde_json::Value,
+        f: impl FnOnce(&mut Writer<'_>) -> Result<R, EngineError>,
+    ) -> Result<R, EngineError> {
+        self.write_in_order_admitted(scope, Order::Held, |stage, changes, touched| {
+            self.store.write_pending_for(scope.key(), |w| {
+                let live = &self.memos.live;
+                let done =
+                    tenant_transaction(w, scope, live, action, false, changes, touched, |w, _| {
+                        Ok((f(w)?, Some(detail)))
+                    });
+                stage.set(done.is_ok());
+                done
+            })
+        })
+    }
+
     /// [`Engine::write_tenant`] with `prepare` run first, under the tenant's write-order lock
     /// but before the storage transaction opens: slow work that must see the tenant's records
     /// as the transaction will (no write of the tenant commits in between) without holding the
@@ -729,6 +753,21 @@ impl Engine {
         ) -> Result<(R, Pending), EngineError>,
     ) -> Result<R, EngineError> {
         self.refuse_critical(scope)?;
+        self.write_in_order_admitted(scope, order, commit)
+    }
+
+    /// [`Engine::write_in_order`] past the integrity gate: for a transaction that writes no
+    /// record (see [`Engine::confirm_in_write`]).
+    fn write_in_order_admitted<R>(
+        &self,
+        scope: &TenantScope,
+        order: Order,
+        commit: impl FnOnce(
+            &registry::CommitStage,
+            &mut Vec<Change>,
+            &mut feedback::Touched,
+        ) -> Result<(R, Pending), EngineError>,
+    ) -> Result<R, EngineError> {
         let mut touched = feedback::Touched::default();
         let (key, id) = (scope.key(), scope.tenant());
         let f = |stage: &registry::CommitStage| {

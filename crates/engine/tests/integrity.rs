@@ -8,7 +8,8 @@ use std::collections::HashMap;
 
 use strata_auth::{OperatorScope, TenantScope};
 use strata_engine::{
-    Engine, EngineConfig, EngineError, IntegrityConfig, IntegrityPolicy, IntegrityState,
+    Answered, Engine, EngineConfig, EngineError, Idempotency, IntegrityConfig, IntegrityPolicy,
+    IntegrityState, PutOutcome,
 };
 use strata_types::*;
 
@@ -88,6 +89,27 @@ fn a_tenant_under_pressure_is_gated_alone() {
             write(&engine, s, i).unwrap();
         }
     }
+    // A keyed write before the state changes, whose answer a retry will ask for.
+    let keyed = Idempotency::new("retry-1", "f1".into()).unwrap();
+    let note = |text: &str| {
+        vec![NewRecord {
+            content: Some(text.into()),
+            ..Default::default()
+        }]
+    };
+    let shape = |o: &[PutOutcome]| (201, serde_json::json!({"id": o[0].id.to_string()}));
+    let first = engine
+        .put_idempotent(
+            &critical,
+            &RequestScope::default(),
+            note("kept"),
+            &keyed,
+            shape,
+        )
+        .unwrap();
+    let Answered::Fresh(first) = first else {
+        panic!("a first write is fresh")
+    };
     for _ in 0..3 {
         for s in [&stressed, &critical, &calm] {
             search(&engine, s, 10).unwrap();
@@ -111,6 +133,22 @@ fn a_tenant_under_pressure_is_gated_alone() {
         Err(EngineError::TenantCritical(_))
     ));
     assert_eq!(search(&engine, &critical, 10).unwrap().hits.len(), 10);
+    // A retry of a write made before is answered from the kept answer (it writes nothing);
+    // a new keyed write is refused like any other.
+    let kept = engine.kept_answer(&critical, &keyed).unwrap();
+    let id = first[0].id.to_string();
+    assert_eq!(kept, Some((201, serde_json::json!({ "id": id }))));
+    let other = Idempotency::new("retry-2", "f2".into()).unwrap();
+    assert!(matches!(
+        engine.put_idempotent(
+            &critical,
+            &RequestScope::default(),
+            note("new"),
+            &other,
+            shape
+        ),
+        Err(EngineError::TenantCritical(_))
+    ));
     assert!(matches!(
         search(&engine, &critical, 100),
         Err(EngineError::TenantStressed(_))
