@@ -506,7 +506,14 @@ impl Tracker {
         // and a queue also waits on the other tenants' load, so neither may lock a tenant out.
         // Below both critical thresholds: these signals can neither put a tenant in
         // `critical` nor hold it there.
-        let below_critical = |x: f64| x.min(p.critical_exit.min(p.critical_enter) * 0.999);
+        // Where the policy's bands touch (`stress_enter == critical_exit`, allowed), that bound
+        // is below `stress_enter`, and these signals could not even shed searches: outside
+        // `critical` they may reach `stress_enter`, still below `critical_enter`.
+        let mut cap = p.critical_exit.min(p.critical_enter) * 0.999;
+        if self.machine.state != IntegrityState::Critical {
+            cap = cap.max(p.stress_enter.min(p.critical_enter * 0.999));
+        }
+        let below_critical = |x: f64| x.min(cap);
         let latency = over(self.latency_ms, p.latency_contract_ms);
         let wait = below_critical(over(self.queue_wait_ms, p.queue_wait_contract_ms));
         let depth = below_critical(over(
@@ -769,6 +776,39 @@ mod tests {
             t.sample(&p, Some(1.0), IndexHealth::default(), 1_000 + i);
         }
         assert_ne!(t.machine.state, IntegrityState::Critical);
+    }
+
+    /// With the bands touching (`stress_enter == critical_exit`), the queue and index health
+    /// still shed a tenant's searches (`stress`), and still never refuse its writes nor hold
+    /// it in `critical`.
+    #[test]
+    fn touching_bands_let_the_queue_and_index_health_reach_stress_only() {
+        let p = IntegrityPolicy {
+            stress_enter: 2.0,
+            critical_exit: 2.0,
+            ..tracker_policy()
+        };
+        p.validate().unwrap();
+        let sick = IndexHealth {
+            deleted_fraction: 1.0,
+            reachable: 0.0,
+        };
+        let mut t = Tracker::default();
+        for i in 0..20 {
+            t.sample(&p, Some(1.0), sick, i);
+        }
+        assert_eq!(t.machine.state, IntegrityState::Stress);
+        let mut t = Tracker::default();
+        for i in 0..20 {
+            t.queue(&p, 0, 1_000.0, i);
+        }
+        assert_eq!(t.machine.state, IntegrityState::Stress);
+        let mut t = critical_tracker(&p);
+        for i in 0..50 {
+            t.queue(&p, 0, 1_000.0, 1_000 + i);
+            t.sample(&p, Some(1.0), sick, 1_000 + i);
+        }
+        assert_eq!(t.machine.state, IntegrityState::Stress);
     }
 
     /// A tenant whose every request is refused (writes in `critical`, shed searches) has no
