@@ -114,10 +114,20 @@ struct State {
 impl FoldedCounters {
     /// Takes this scrape's tenants (those not in `labelled` are folded); returns `(other)`'s
     /// counters, never lower than at any earlier scrape.
+    /// Tenants whose counters are kept between scrapes (tests).
+    #[cfg(test)]
+    pub(crate) fn kept(&self) -> usize {
+        self.state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .last
+            .len()
+    }
+
     pub(crate) fn fold(&self, tenants: &[TenantRow], labelled: &BTreeSet<String>) -> Counters {
         let mut guard = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let state = &mut *guard;
-        let mut last = HashMap::with_capacity(tenants.len());
+        let mut last = HashMap::with_capacity(state.last.len());
         for t in tenants {
             let key = (t.info.id.clone(), t.info.created_at);
             let now = Counters::of(t);
@@ -137,7 +147,11 @@ impl FoldedCounters {
                 Some(before) => now.max(before),
                 None => now,
             };
-            last.insert(key, seen);
+            // A tenant that has counted nothing is kept as no entry, which reads the same:
+            // an idle node's memory does not grow with the tenants it holds on disk.
+            if seen != Counters::default() {
+                last.insert(key, seen);
+            }
         }
         // Tenants gone from the registry are forgotten; what they added stays in the total.
         state.last = last;

@@ -491,6 +491,30 @@ fn other_counters_never_go_down_as_tenants_come_and_go() {
     assert_eq!(scrape(&rows), (1_014.0, 3.0));
 }
 
+/// Between scrapes only the tenants that have counted anything are remembered: the folded
+/// counters of 10,000 idle tenants hold nothing.
+#[test]
+fn idle_tenants_are_not_remembered_between_scrapes() {
+    let folded = FoldedCounters::default();
+    let mut rows: Vec<TenantRow> = (0..10_000)
+        .map(|i| {
+            let mut r = row(&format!("t{i}"), 1, TenantSnapshot::default());
+            (r.residency.loads, r.residency.evictions) = (0, 0);
+            r
+        })
+        .collect();
+    let mut busy = TenantSnapshot::default();
+    busy.classes[1] = 7;
+    rows[3].live = busy;
+    let mut x = exposition(&rows, 1, &[]);
+    x.folded = &folded;
+    render(&x);
+    assert_eq!(folded.kept(), 1);
+    // The busy one goes idle again (its counters stay): still remembered, and counted once.
+    render(&x);
+    assert_eq!(folded.kept(), 1);
+}
+
 /// A limit of 0 refuses every write it covers: its quota is full (1, or +Inf once past it),
 /// never left out as a tenant without the limit is.
 #[test]
