@@ -242,9 +242,13 @@ pub(crate) fn usage(r: &impl Reads, key: TenantKey) -> Result<Usage, StoreError>
     }
 }
 
-/// Writes a fresh tenant's zero usage, so that a missing value can be told from an empty one.
+/// Writes a fresh tenant's zero usage, so that a missing value can be told from an empty one,
+/// and marks its expiry index complete: it has no record yet, and every write from now on
+/// keeps the index (without the mark, the next expiry sweep would enter the tenant's
+/// records with a durable write of its own for each new tenant).
 pub(crate) fn init_usage(w: &mut Writer<'_>, key: TenantKey) -> Result<(), StoreError> {
-    w.put_blob(key, USAGE_BLOB, &encode_json(&Usage::default())?)
+    w.put_blob(key, USAGE_BLOB, &encode_json(&Usage::default())?)?;
+    w.mark_expiry_built(key)
 }
 
 /// Applies the usage changes of a write and checks the quotas it could break. Runs inside the

@@ -222,6 +222,11 @@ fn an_import_restores_a_tenant_past_its_own_limits() {
         .unwrap();
     let usage = info.usage.unwrap();
     assert_eq!((usage.vectors, usage.collections), (3, collections));
+    // Its records entered the expiry index as they were written: complete from the start.
+    let key = engine.tenant_meta(&copy).unwrap().key;
+    let r = engine.store.read().unwrap();
+    assert!(strata_store::ExpiryReads::expiry_built(&r, key).unwrap());
+    drop(r);
     assert!(usage.storage_bytes > 100, "{usage:?}");
     let scope = admin_scope(&engine, "copy");
     let one_more = NewRecord {
