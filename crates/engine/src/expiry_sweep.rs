@@ -12,7 +12,9 @@
 //! a change log entry). Each chunk is one transaction, so a crash leaves every record either
 //! swept with all of that or not at all, and the next sweep goes on.
 //!
-//! Which tenants: active ones, shared, partition or dedicated alike. A suspended tenant is
+//! Which tenants: active ones, shared, partition or dedicated alike, among those a pass visits
+//! (`crate::expiry_plan`: all of them in the first pass after a start and at least hourly,
+//! otherwise only those known to hold records due). A suspended tenant is
 //! skipped (its data is frozen: every write of it is refused), and so is a soft-deleted one
 //! (its purge erases everything); their expired records are swept once they are active again.
 //!
@@ -25,6 +27,7 @@ use strata_store::{ExpiryReads, Reads, TenantMeta};
 use strata_types::{Millis, RecordId, now_millis};
 
 use crate::delete_steps::{DELETE_CHUNK, DELETE_CHUNK_LINKS, DeleteChunks};
+use crate::expiry_plan::Visit;
 use crate::lifecycle::{TenantProfile, TenantStatus};
 use crate::{Engine, EngineError};
 
@@ -40,6 +43,9 @@ pub struct ExpirySweep {
     pub records: u64,
     /// Tenants that had records removed.
     pub tenants: u64,
+    /// Tenants whose records due this pass looked for: every active one in a full pass, only
+    /// those planned with entries due otherwise (`crate::expiry_plan`).
+    pub visited: u64,
     /// Tenants whose sweep failed this pass (logged; tried again by the next pass).
     pub failed: u64,
     /// Whether a tenant had more records due than one pass takes: run another pass now.
@@ -52,43 +58,96 @@ impl Engine {
     /// counted, and the pass goes on with the next. `stop` is asked before each tenant: a
     /// server shutting down ends the pass there rather than after every tenant (the tenants
     /// left wait for the next start's pass).
+    ///
+    /// Which tenants it visits is planned (`crate::expiry_plan`): every registered tenant in
+    /// the first pass after a start and at least hourly, otherwise only those whose expiry
+    /// index the plan knows to hold entries due by now.
     pub fn sweep_expired(
         &self,
         op: &OperatorScope,
         stop: impl Fn() -> bool,
     ) -> Result<ExpirySweep, EngineError> {
         let now = now_millis();
-        let tenants = self.store.read()?.tenants()?;
+        let plan = &self.indexes.expiring;
+        let (visit, _) = plan.begin(now);
         let mut total = ExpirySweep::default();
-        for meta in tenants {
-            if stop() {
-                break;
-            }
-            let active = TenantProfile::of(&meta).map(|p| p.status == TenantStatus::Active);
-            match active {
-                Ok(true) => {}
-                Ok(false) => continue,
-                // A profile that does not decode blocks only its own tenant's sweep.
-                Err(e) => {
-                    total.failed += 1;
-                    tracing::warn!(tenant = %meta.id, error = %e, "expiry sweep skipped a tenant");
-                    continue;
+        match visit {
+            Visit::Every => {
+                // Until it has visited every tenant, the plan does not know them all: a pass
+                // stopped or failed part-way leaves the next one full again.
+                let pass = crate::expiry_plan::FullPass::new(plan);
+                for meta in self.store.read()?.tenants()? {
+                    if stop() {
+                        return Ok(total);
+                    }
+                    self.visit(op, &meta, now, &mut total);
                 }
+                pass.done();
             }
-            match self.sweep_tenant(op, &meta, now) {
-                Ok((0, _)) => {}
-                Ok((n, more)) => {
-                    total.records += n;
-                    total.tenants += 1;
-                    total.more |= more;
-                }
-                Err(e) => {
-                    total.failed += 1;
-                    tracing::warn!(tenant = %meta.id, error = %e, "expiry sweep of a tenant failed");
+            Visit::Due(due) => {
+                for (key, id) in due {
+                    if stop() {
+                        break;
+                    }
+                    let seq = plan.seq();
+                    match self.store.read()?.tenant(&id)? {
+                        Some(meta) if meta.key == key => self.visit(op, &meta, now, &mut total),
+                        // Purged, or its id taken by a new tenant (planned by its own writes).
+                        _ => plan.forget(key, seq),
+                    }
                 }
             }
         }
         Ok(total)
+    }
+
+    /// Sweeps tenant `meta` if it is active, and plans its next visit from what its expiry
+    /// index holds then (a tenant that is not active keeps its plan, so that it is swept as
+    /// soon as it is active again).
+    fn visit(&self, op: &OperatorScope, meta: &TenantMeta, now: Millis, total: &mut ExpirySweep) {
+        let plan = &self.indexes.expiring;
+        let seq = plan.seq();
+        let active = TenantProfile::of(meta).map(|p| p.status == TenantStatus::Active);
+        let swept = match active {
+            Ok(true) => {
+                total.visited += 1;
+                self.sweep_tenant(op, meta, now)
+            }
+            Ok(false) => Ok((0, false)),
+            // A profile that does not decode blocks only its own tenant's sweep.
+            Err(e) => {
+                total.failed += 1;
+                tracing::warn!(tenant = %meta.id, error = %e, "expiry sweep skipped a tenant");
+                return;
+            }
+        };
+        match swept {
+            Ok((0, _)) => {}
+            Ok((n, more)) => {
+                total.records += n;
+                total.tenants += 1;
+                total.more |= more;
+            }
+            Err(e) => {
+                total.failed += 1;
+                tracing::warn!(tenant = %meta.id, error = %e, "expiry sweep of a tenant failed");
+                // Visited again next pass.
+                plan.note(meta.key, &meta.id, now);
+                return;
+            }
+        }
+        let earliest = self.store.read().and_then(|r| {
+            Ok(r.expired_entries(meta.key, Millis::MAX, 1)?
+                .first()
+                .map(|(at, _)| *at))
+        });
+        match earliest {
+            Ok(earliest) => plan.settle(meta.key, &meta.id, earliest, seq),
+            Err(e) => {
+                tracing::warn!(tenant = %meta.id, error = %e, "expiry sweep could not plan a tenant");
+                plan.note(meta.key, &meta.id, now);
+            }
+        }
     }
 
     /// Removes up to [`SWEEP_PER_PASS`] of `meta`'s records due at `now`: how many, and

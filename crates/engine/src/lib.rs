@@ -33,6 +33,7 @@ mod epoch_map;
 mod error;
 mod evictor;
 mod evidence;
+mod expiry_plan;
 mod expiry_sweep;
 mod feedback;
 mod fusion;

@@ -155,6 +155,8 @@ pub(crate) struct IndexRegistry {
     /// Logical clock for least-recently-used order.
     clock: AtomicU64,
     pub builder: GraphBuilder,
+    /// The tenants the expiry sweep visits: noted here, from each committed write's changes.
+    pub(crate) expiring: crate::expiry_plan::ExpiryPlan,
     /// Finishes evictions that a thread which must not write could not (`crate::evictor`).
     pub evictor: crate::evictor::Evictor,
     /// Hits a search's defensive re-check dropped although the channels had passed them
@@ -182,6 +184,7 @@ impl IndexRegistry {
             resident: Mutex::default(),
             clock: AtomicU64::new(0),
             builder,
+            expiring: Default::default(),
             evictor: crate::evictor::Evictor::default(),
             recheck_drops: AtomicU64::new(0),
             #[cfg(test)]
@@ -426,6 +429,7 @@ impl IndexRegistry {
                 Err(e) => return Err(e),
             };
             self.after_commit(key);
+            self.expiring.note_changes(key, id, &changes);
             let loaded = self.apply(store, key, &slot, changes, true);
             window.closed = true;
             (result, loaded)
@@ -482,6 +486,7 @@ impl IndexRegistry {
                 Err(e) => return Err(e),
             };
             self.after_commit(key);
+            self.expiring.note_changes(key, id, &changes);
             flight.wait_turn();
             // Committed without a place in the order (`f` broke its contract): its changes
             // cannot be applied in order, so the window's drop forgets the index.

@@ -381,6 +381,9 @@ impl Engine {
                     self.discard_import(op, id, key);
                     return Err(e);
                 }
+                // Its records were written behind the expiry plan's notes: the next pass of
+                // the expiry sweep visits it.
+                self.indexes.expiring.note(key, id, 0);
                 self.admissions.invalidate(key);
                 self.tenant(op, id)
             }
