@@ -1,7 +1,7 @@
 //! Many tenants on one node: start-up time, resident bytes under a budget, cold and warm
 //! searches, and how well the residency estimate matches the process's resident set.
 //!
-//! Two modes:
+//! Three modes:
 //!
 //! `fleet` (the default): writes `--tenants` tenants (default 100,000; `--million` makes it
 //! 1,000,000) straight through the engine in-process, `--active` of them (10,000) with
@@ -21,9 +21,14 @@
 //! process, so nothing of the writes is left in its heap), every tenant loaded and the RSS
 //! growth compared with the estimate and with the raw vector bytes.
 //!
-//! Run: `cargo run --release -p strata-engine --example scale_bench -- [fleet|memory]
+//! `scrape`: over a fleet the `fleet` mode wrote (same `--dir`), the node's periodic work
+//! `--rounds` (5) times each on one engine: the usage report a `/metrics` scrape asks for, and
+//! passes of the expiry sweep (the first is a full pass, the later ones visit the tenants due).
+//!
+//! Run: `cargo run --release -p strata-engine --example scale_bench -- [fleet|memory|scrape]
 //! [--tenants N] [--million] [--active N] [--active-records N] [--big N] [--big-records N]
-//! [--budget BYTES] [--threads N] [--vectors N] [--split N] [--cache BYTES] [--dir PATH]`
+//! [--budget BYTES] [--threads N] [--vectors N] [--split N] [--cache BYTES] [--rounds N]
+//! [--dir PATH]`
 //! (`--cache`: the store's page cache of the measured engines, default 64 MiB). With `--dir` the
 //! data directory is kept (and reused if it holds a fleet already), e.g. to time the server's
 //! own start on it.
@@ -55,6 +60,8 @@ struct Args {
     split: usize,
     /// `[engine] storage_cache_bytes` of the measured engines.
     cache: u64,
+    /// Repetitions of each measurement of `scrape`.
+    rounds: usize,
     dir: Option<String>,
 }
 
@@ -71,12 +78,13 @@ fn parse_args() -> Result<Args, String> {
         vectors: 200_000,
         split: 1,
         cache: strata_store::DEFAULT_CACHE_BYTES as u64,
+        rounds: 5,
         dir: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         match flag.as_str() {
-            "fleet" | "memory" => {
+            "fleet" | "memory" | "scrape" => {
                 a.mode = flag;
                 continue;
             }
@@ -104,6 +112,7 @@ fn parse_args() -> Result<Args, String> {
             "--vectors" => a.vectors = n,
             "--split" => a.split = n.max(1),
             "--cache" => a.cache = v,
+            "--rounds" => a.rounds = n.max(1),
             _ => return Err(format!("unknown flag {flag}")),
         }
     }
@@ -305,6 +314,40 @@ fn generate(dir: &Path, n: usize, with_data: &[(std::ops::Range<usize>, usize)],
         "loaded, built graphs and saved in {:.1} s",
         start.elapsed().as_secs_f64()
     );
+}
+
+/// What a node's periodic work costs over a fleet written by `fleet` (same `--dir`): the
+/// usage report a `/metrics` scrape asks for, and passes of the expiry sweep, `--rounds`
+/// times each on one engine.
+fn scrape(a: &Args, dir: &Path) {
+    assert!(
+        dir.join("scale_bench.fleet").exists(),
+        "no fleet in {}: run the fleet mode with this --dir first",
+        dir.display()
+    );
+    let engine = open(dir, a.budget, a.cache);
+    let op = OperatorScope::for_tests();
+    let ms = |t: Duration| format!("{:.0} ms", t.as_secs_f64() * 1000.0);
+    let report: Vec<String> = (0..a.rounds)
+        .map(|_| {
+            let start = Instant::now();
+            let report = engine.usage_report(&op).expect("usage report");
+            assert!(!report.tenants.is_empty());
+            ms(start.elapsed())
+        })
+        .collect();
+    println!(
+        "usage report (a metrics scrape's engine part): {}",
+        report.join(" · ")
+    );
+    let sweeps: Vec<String> = (0..a.rounds)
+        .map(|_| {
+            let start = Instant::now();
+            engine.sweep_expired(&op, || false).expect("expiry sweep");
+            ms(start.elapsed())
+        })
+        .collect();
+    println!("expiry sweep passes: {}", sweeps.join(" · "));
 }
 
 fn fleet(a: &Args, dir: &Path) {
@@ -541,6 +584,7 @@ fn main() {
     };
     match a.mode.as_str() {
         "memory" => memory(&a, &dir),
+        "scrape" => scrape(&a, &dir),
         _ => fleet(&a, &dir),
     }
 }

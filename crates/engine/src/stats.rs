@@ -11,7 +11,7 @@ use strata_store::{Reader, Reads, TenantKey, TenantMeta};
 use strata_types::TenantId;
 
 use crate::integrity::IntegrityState;
-use crate::lifecycle::usage;
+use crate::lifecycle::{TenantProfile, usage};
 use crate::residency::TenantResidency;
 use crate::tenants::{TenantInfo, TenantUsage};
 use crate::whole_tenant::{Reach, require_whole_tenant};
@@ -122,19 +122,24 @@ impl Engine {
         })
     }
 
+    /// One tenant's figures. Read for every tenant at each scrape, so its profile is decoded
+    /// once and its collections counted, not decoded.
     fn figures(&self, r: &Reader, meta: &TenantMeta) -> Result<TenantFigures, EngineError> {
         let u = usage(r, meta.key)?;
-        let mut info = TenantInfo::try_from(meta)?;
+        let profile = TenantProfile::of(meta)?;
+        let mut residency = self.indexes.residency(meta.key, &meta.id);
+        residency.pinned |= crate::registry::pinned_by_level(&profile);
+        let mut info = TenantInfo::of(meta, profile);
         info.usage = Some(TenantUsage {
             records: u.records,
             vectors: u.vectors,
             storage_bytes: u.storage_bytes,
-            collections: r.collections(meta.key)?.len() as u64,
+            collections: r.collection_count(meta.key)?,
         });
         Ok(TenantFigures {
             key: meta.key,
             info,
-            residency: self.residency_of(meta),
+            residency,
             integrity: self.indexes.integrity_state(meta.key),
         })
     }

@@ -74,9 +74,15 @@ pub struct TenantUsage {
 impl TryFrom<&TenantMeta> for TenantInfo {
     type Error = EngineError;
     fn try_from(m: &TenantMeta) -> Result<Self, EngineError> {
-        let p = TenantProfile::of(m)?;
+        Ok(TenantInfo::of(m, TenantProfile::of(m)?))
+    }
+}
+
+impl TenantInfo {
+    /// Tenant `m` described from its profile `p`, decoded from it already.
+    pub(crate) fn of(m: &TenantMeta, p: TenantProfile) -> TenantInfo {
         let integrity_policy = policy_for_display(&p, &m.id);
-        Ok(TenantInfo {
+        TenantInfo {
             id: m.id.clone(),
             display_name: p.display_name,
             created_at: m.created_at,
@@ -92,7 +98,7 @@ impl TryFrom<&TenantMeta> for TenantInfo {
             children: None,
             integrity_policy,
             metadata: None,
-        })
+        }
     }
 }
 

@@ -31,6 +31,11 @@ fn usage_report_matches_each_tenants_own_figures() {
         .put(&acme, &RequestScope::default(), records)
         .expect("put");
     assert!(engine.commit_latency().count() > commits_before);
+    // One collection more than the defaults: the report counts acme's own.
+    let extra = strata_types::CollectionName::parse("extra").expect("name");
+    engine
+        .create_collection(&acme, &extra, 4, strata_types::Metric::L2)
+        .expect("collection");
 
     let report = engine.usage_report(&op()).expect("report").tenants;
     assert_eq!(report.len(), 2);
@@ -45,6 +50,12 @@ fn usage_report_matches_each_tenants_own_figures() {
         .and_then(|t| t.info.usage)
         .expect("acme usage");
     assert_eq!(acme_usage.records, 3);
+    let other_usage = report
+        .iter()
+        .find(|t| t.info.id.as_str() == "other")
+        .and_then(|t| t.info.usage)
+        .expect("other usage");
+    assert_eq!(acme_usage.collections, other_usage.collections + 1);
 
     let own = engine.own_usage(&acme).expect("own usage");
     assert_eq!(own.info.id.as_str(), "acme");

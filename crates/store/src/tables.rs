@@ -1210,6 +1210,22 @@ pub trait Reads: Tables {
         json_row(self.data_table(t)?, &keys::collection(t, name))
     }
 
+    /// How many collections tenant `t` has: their keys counted, no row decoded nor copied
+    /// (figures for observability, read for every tenant; a row that does not decode is
+    /// reported by the tenant's own requests and `verify`).
+    fn collection_count(&self, t: TenantKey) -> Result<u64, StoreError> {
+        let prefix = keys::collections(t);
+        let mut n = 0;
+        for entry in self.data_table(t)?.range(prefix.as_slice()..)? {
+            let (k, _) = entry?;
+            if !k.value().starts_with(&prefix) {
+                break;
+            }
+            n += 1;
+        }
+        Ok(n)
+    }
+
     fn collections(&self, t: TenantKey) -> Result<Vec<Collection>, StoreError> {
         json_rows(self.data_table(t)?, &keys::collections(t))
     }
