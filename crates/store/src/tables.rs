@@ -1534,10 +1534,6 @@ impl<'txn> Writer<'txn> {
         Ok(())
     }
 
-    /// Records that an erasure's vacuum has not run yet, so that a restart before it runs
-    /// vacuums at start. Set in the erasure's own transaction; the vacuum that follows it
-    /// clears it at its swap (`Store::vacuum`), which alone knows whether its new file could
-    /// still hold the erased bytes.
     /// Marks, in this transaction, that a tenant is at `dedicated` from its commit on (see
     /// `DEDICATED_SEEN`).
     pub(crate) fn note_dedicated_tenant(&mut self) -> Result<(), StoreError> {
@@ -1545,6 +1541,10 @@ impl<'txn> Writer<'txn> {
         Ok(())
     }
 
+    /// Records that an erasure's vacuum has not run yet, so that a restart before it runs
+    /// vacuums at start. Set in the erasure's own transaction; the vacuum that follows it
+    /// clears it at its swap (`Store::vacuum`), which alone knows whether its new file could
+    /// still hold the erased bytes.
     pub fn set_compaction_owed(&mut self, owed: bool) -> Result<(), StoreError> {
         self.meta.insert(COMPACTION_OWED, u64::from(owed))?;
         Ok(())
