@@ -602,14 +602,20 @@ impl Engine {
                 let recorded = self.store.write(|w| {
                     match w.tenant(&job.id)? {
                         Some(meta) if meta.key == job.key => {
-                            // The cancel recorded (and audited) itself as it was asked for.
-                            let audited = phase == Phase::Cancelled
-                                && strata_store::last_migration(&*w, job.key)?.is_some_and(|r| {
+                            // A cancel recorded (and audited) itself as it was asked for, maybe
+                            // just before the copy stopped for another reason (a shutdown, an
+                            // error): the move ends cancelled, its row as the cancel wrote it,
+                            // so that the start does not resume it.
+                            let by_cancel = strata_store::last_migration(&*w, job.key)?
+                                .is_some_and(|r| {
                                     r.state == strata_store::StoredMigrationState::Cancelled
                                         && r.started_at == copy.started_at
                                 });
+                            if by_cancel {
+                                return Ok(true);
+                            }
                             w.put_last_migration(job.key, &row)?;
-                            if let Some(outcome) = outcome.filter(|_| !audited) {
+                            if let Some(outcome) = outcome {
                                 let mut event = crate::audit::operator_event(
                                     &job.op,
                                     &job.id,
@@ -622,13 +628,21 @@ impl Engine {
                                 });
                                 crate::audit::append_to_both(w, job.key, event)?;
                             }
+                            Ok(false)
                         }
-                        _ => {}
+                        _ => Ok::<_, EngineError>(false),
                     }
-                    Ok::<_, EngineError>(())
                 });
                 match recorded {
-                    Ok(()) => {
+                    Ok(by_cancel) => {
+                        let (phase, error) = match phase {
+                            Phase::Cancelled => (phase, error),
+                            _ if by_cancel => (
+                                Phase::Cancelled,
+                                format!("{}; then: {error}", cancelled_error(copy.from)),
+                            ),
+                            _ => (phase, error),
+                        };
                         copy.end(phase, Some(error));
                         self.migrations.forget(job.key, Some(copy));
                     }

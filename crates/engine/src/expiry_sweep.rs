@@ -76,7 +76,10 @@ impl Engine {
                 // Until it has visited every tenant, the plan does not know them all: a pass
                 // stopped or failed part-way leaves the next one full again.
                 let pass = crate::expiry_plan::FullPass::new(plan);
-                for meta in self.store.read()?.tenants()? {
+                // Read, then let go of: a snapshot held through the pass's deletes would keep
+                // redb from reusing pages, and a vacuum's old file on disk, until its end.
+                let tenants = self.store.read()?.tenants()?;
+                for meta in tenants {
                     if stop() {
                         return Ok(total);
                     }
@@ -90,7 +93,8 @@ impl Engine {
                         break;
                     }
                     let seq = plan.seq();
-                    match self.store.read()?.tenant(&id)? {
+                    let meta = self.store.read()?.tenant(&id)?;
+                    match meta {
                         Some(meta) if meta.key == key => self.visit(op, &meta, now, &mut total),
                         // Purged, or its id taken by a new tenant (planned by its own writes).
                         _ => plan.forget(key, seq),
@@ -112,6 +116,18 @@ impl Engine {
             Ok(true) => {
                 total.visited += 1;
                 self.sweep_tenant(op, meta, now)
+            }
+            // Its records stored before the expiry index existed are entered only once it is
+            // active again: until then its index may lack some, so it stays due.
+            Ok(false)
+                if !self
+                    .store
+                    .read()
+                    .and_then(|r| r.expiry_built(meta.key))
+                    .unwrap_or(false) =>
+            {
+                plan.note(meta.key, &meta.id, now);
+                return;
             }
             Ok(false) => Ok((0, false)),
             // A profile that does not decode blocks only its own tenant's sweep.

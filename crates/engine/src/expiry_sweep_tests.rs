@@ -456,6 +456,53 @@ fn passes_after_the_first_visit_only_the_tenants_with_records_due() {
     assert_eq!(sweep(&engine).visited, 0);
 }
 
+/// A patch that gives a record an expiry after the first pass (a write that holds its
+/// tenant's order, not a batched one) plans its tenant too.
+#[test]
+fn a_patch_that_adds_an_expiry_plans_its_tenant() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, scope) = tenant(dir.path());
+    engine
+        .put(&scope, &everyone(), vec![record("a", false)])
+        .unwrap();
+    assert_eq!(sweep(&engine).visited, 1);
+    assert_eq!(engine.indexes.expiring.len(), 0);
+    let patch = strata_types::RecordPatch {
+        expires_at: Some(Some(now_millis() + TTL_MS)),
+        ..Default::default()
+    };
+    engine.patch(&scope, &everyone(), &id("a"), patch).unwrap();
+    assert_eq!(engine.indexes.expiring.len(), 1);
+    wait_past_ttl();
+    let swept = sweep(&engine);
+    assert_eq!((swept.visited, swept.records), (1, 1));
+    assert_eq!(stored_records(&engine, &scope), 0);
+}
+
+/// A tenant from before the expiry index, suspended: the full pass cannot enter its records
+/// (only an active tenant's are), so it stays planned and is swept once resumed.
+#[test]
+fn a_suspended_tenant_without_a_complete_index_stays_planned() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, scope) = tenant(dir.path());
+    engine
+        .put(&scope, &everyone(), vec![record("a", true)])
+        .unwrap();
+    engine
+        .store
+        .write(|w| w.forget_expiry_index_for_tests(scope.key()))
+        .unwrap();
+    let op = OperatorScope::for_tests();
+    engine.suspend_tenant(&op, &acme()).unwrap();
+    wait_past_ttl();
+    assert_eq!(sweep(&engine).records, 0);
+    assert_eq!(sweep(&engine).records, 0);
+    engine.resume_tenant(&op, &acme()).unwrap();
+    assert_eq!(sweep(&engine).records, 1);
+    assert_eq!(stored_records(&engine, &scope), 0);
+    assert!(index_built(&engine, &scope));
+}
+
 /// An import writes its records behind the writes' notes: the next pass visits the imported
 /// tenant, and sweeps what expired there.
 #[test]

@@ -454,9 +454,17 @@ impl Engine {
                 Some(meta) if meta.key == key => {}
                 _ => return Err(EngineError::TenantNotFound(id.clone())),
             }
-            let Some(mut row) = strata_store::last_migration(&*w, key)?.filter(|r| {
-                r.state == StoredMigrationState::Running && r.started_at == c.started_at
-            }) else {
+            // Running, or ended `interrupted` just now by a shutdown that stopped the copy
+            // before the cancel took the phase lock (that move would be resumed).
+            let stopped = |s| {
+                matches!(
+                    s,
+                    StoredMigrationState::Running | StoredMigrationState::Interrupted
+                )
+            };
+            let Some(mut row) = strata_store::last_migration(&*w, key)?
+                .filter(|r| stopped(r.state) && r.started_at == c.started_at)
+            else {
                 return Ok(());
             };
             let error = crate::dedicated::cancelled_error(c.from);

@@ -789,7 +789,6 @@ impl IndexRegistry {
         }
     }
 
-    /// Vectors in the tenant's graphs, if it is loaded (from its counters: no lock waited for).
     /// How many of the tenant's loaded graphs wait for a rebuild with its parameters (0 when
     /// it is not loaded).
     pub fn graphs_stale(&self, key: TenantKey) -> u32 {
@@ -797,6 +796,7 @@ impl IndexRegistry {
             .map_or(0, |s| s.counters.graphs_stale.load(Ordering::Relaxed))
     }
 
+    /// Vectors in the tenant's graphs, if it is loaded (from its counters: no lock waited for).
     pub fn graph_vectors(&self, key: TenantKey) -> Option<u64> {
         let c = &self.get(key)?.counters;
         c.resident

@@ -112,8 +112,6 @@ struct State {
 }
 
 impl FoldedCounters {
-    /// Takes this scrape's tenants (those not in `labelled` are folded); returns `(other)`'s
-    /// counters, never lower than at any earlier scrape.
     /// Tenants whose counters are kept between scrapes (tests).
     #[cfg(test)]
     pub(crate) fn kept(&self) -> usize {
@@ -124,6 +122,8 @@ impl FoldedCounters {
             .len()
     }
 
+    /// Takes this scrape's tenants (those not in `labelled` are folded); returns `(other)`'s
+    /// counters, never lower than at any earlier scrape.
     pub(crate) fn fold(&self, tenants: &[TenantRow], labelled: &BTreeSet<String>) -> Counters {
         let mut guard = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let state = &mut *guard;

@@ -486,6 +486,71 @@ fn a_cancel_wins_over_a_shutdown_that_stops_the_same_copy() {
     assert_eq!(state(&engine, &a).state, MigrationState::Cancelled);
 }
 
+/// A cancel recorded just before a shutdown stops the copy on its own (the cancel's flag not
+/// set yet): the move ends cancelled, its row as the cancel wrote it and audited once, and the
+/// start does not resume it. And a cancel that finds the move just ended `interrupted` by a
+/// shutdown records it cancelled.
+#[test]
+fn a_recorded_cancel_holds_when_a_shutdown_stops_the_copy_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path(), config(1, true)).unwrap();
+    let a = fill(&engine, "a", 200);
+    let op = OperatorScope::for_tests();
+    let key = engine.tenant_meta(&a).unwrap().key;
+    let job = start(&engine, &a, IsolationLevel::Dedicated);
+    engine.record_cancel(&op, &a, key, &job.copy).unwrap();
+    assert!(!engine.stop_migrations(Duration::ZERO));
+    assert!(matches!(
+        job.run(&engine),
+        Err(EngineError::ShuttingDown(_))
+    ));
+    let s = state(&engine, &a);
+    assert_eq!(
+        (s.state, s.level),
+        (MigrationState::Cancelled, IsolationLevel::Shared)
+    );
+    assert_eq!(
+        stored_row(&engine, &a).state,
+        StoredMigrationState::Cancelled
+    );
+    assert_eq!(migrate_outcomes(&engine, &a), ["cancelled"]);
+    let engine = restart(engine, dir.path(), true);
+    assert!(
+        engine
+            .resume_interrupted_migrations(&op)
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(state(&engine, &a).state, MigrationState::Cancelled);
+    assert!(!verify_clean(&engine, &a).dedicated_file);
+
+    // The other order: the shutdown's `interrupted` row first, then the cancel.
+    let job = start(&engine, &a, IsolationLevel::Dedicated);
+    let copy = std::sync::Arc::clone(&job.copy);
+    assert!(!engine.stop_migrations(Duration::ZERO));
+    assert!(matches!(
+        job.run(&engine),
+        Err(EngineError::ShuttingDown(_))
+    ));
+    assert_eq!(
+        stored_row(&engine, &a).state,
+        StoredMigrationState::Interrupted
+    );
+    engine.record_cancel(&op, &a, key, &copy).unwrap();
+    assert_eq!(
+        stored_row(&engine, &a).state,
+        StoredMigrationState::Cancelled
+    );
+    let engine = restart(engine, dir.path(), true);
+    assert!(
+        engine
+            .resume_interrupted_migrations(&op)
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(state(&engine, &a).state, MigrationState::Cancelled);
+}
+
 /// A move asked for with its own graph parameters lands with them when a crash cut it short
 /// and it is resumed; a row written before rows kept them lands with the tenant's stored ones.
 #[test]
