@@ -5,8 +5,8 @@
 //! parentheses. Only tenants in the registry are rendered: a purged tenant's figures go with it.
 //!
 //! Rendering is a pure function of snapshots, so the cap and the sums are unit-tested here
-//! with thousands of tenants. Tenants at the `partition` and `dedicated` isolation levels are
-//! pinned like the configured ones: an operator who gave a tenant its own resources sees it.
+//! with thousands of tenants. Tenants at the `partition` and `dedicated` isolation levels come
+//! first among the `cap` (an operator who gave a tenant its own resources sees it), within it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
@@ -111,29 +111,31 @@ struct Block {
     info: Option<TenantInfo>,
 }
 
-/// Which tenants get their own label: the pinned ones (configured, or at an isolation level
-/// other than `shared`), then the `cap` most recently active
-/// others (requests in the last one to two activity windows, then id, so the choice is
-/// deterministic). All-time counts play no part: an idle tenant gives its slot up.
+/// Which tenants get their own label: the configured pinned ones, then `cap` others: the
+/// tenants at an isolation level other than `shared` first, then the most recently active
+/// (requests in the last one to two activity windows, then id, so the choice is
+/// deterministic). All-time counts play no part: an idle tenant gives its slot up. The cap
+/// binds the tenants at `partition` or `dedicated` too (automatic promotion can make any
+/// number of them), so the labels stay bounded by the configured list plus `cap`.
 pub fn labelled(tenants: &[TenantRow], cap: usize, pinned: &[String]) -> BTreeSet<String> {
     let mut chosen: BTreeSet<String> = pinned
         .iter()
         .filter(|p| tenants.iter().any(|t| t.info.id.as_str() == p.as_str()))
         .cloned()
-        .chain(
-            tenants
-                .iter()
-                .filter(|t| !t.info.isolation.is_shared())
-                .map(|t| t.info.id.as_str().to_owned()),
-        )
         .collect();
-    let mut rest: Vec<(&str, u64)> = tenants
+    let mut rest: Vec<(bool, u64, &str)> = tenants
         .iter()
-        .map(|t| (t.info.id.as_str(), t.live.recent))
-        .filter(|(id, _)| !chosen.contains(*id))
+        .map(|t| {
+            (
+                t.info.isolation.is_shared(),
+                t.live.recent,
+                t.info.id.as_str(),
+            )
+        })
+        .filter(|(_, _, id)| !chosen.contains(*id))
         .collect();
-    rest.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
-    chosen.extend(rest.into_iter().take(cap).map(|(id, _)| id.to_owned()));
+    rest.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)).then(a.2.cmp(b.2)));
+    chosen.extend(rest.into_iter().take(cap).map(|(_, _, id)| id.to_owned()));
     chosen
 }
 

@@ -192,10 +192,18 @@ fn partition_tenants_keep_their_label_and_info_names_the_level() {
         .collect();
     rows[7].info.isolation = IsolationLevel::Partition;
     // A cap of 1 and no traffic: only t00 (by id) would get a label, but the partition
-    // tenant is pinned by its level.
+    // tenant comes first.
     let chosen = labelled(&rows, 1, &[]);
-    assert!(chosen.contains("t07"), "{chosen:?}");
-    assert_eq!(chosen.len(), 2, "{chosen:?}");
+    assert_eq!(chosen, BTreeSet::from(["t07".to_owned()]), "{chosen:?}");
+    // The cap binds the tenants at other levels too: of 5 partition tenants, 3 labels.
+    for r in &mut rows[..5] {
+        r.info.isolation = IsolationLevel::Partition;
+    }
+    assert_eq!(labelled(&rows, 3, &[]).len(), 3);
+    assert_eq!(labelled(&rows, 3, &["t09".to_owned()]).len(), 4);
+    rows[..5]
+        .iter_mut()
+        .for_each(|r| r.info.isolation = IsolationLevel::Shared);
     let text = render(&exposition(&rows, 1, &[]));
     assert!(
         text.contains(
