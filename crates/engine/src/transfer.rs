@@ -551,6 +551,7 @@ impl Engine {
             })
         };
         let mut links: Vec<(usize, Link)> = Vec::new();
+        let mut first_link: Option<usize> = None;
         let mut read = 0;
         // What the file holds, checked against its end line; whether its tenant line says it
         // has one (exports of earlier versions have none); where it was.
@@ -587,7 +588,19 @@ impl Engine {
                     }
                     end_at = Some(n);
                 }
-                ExportLine::Link(l) => links.push((n, l)),
+                // Stored a batch at a time, not held to the end: an export's links follow all
+                // of its records, which are in by the first link (the batch pending is
+                // flushed then).
+                ExportLine::Link(l) => {
+                    if first_link.is_none() {
+                        first_link = Some(n);
+                        flush(&mut batch, &mut batch_lines, &collections, &unlimited)?;
+                    }
+                    links.push((n, l));
+                    if links.len() == IMPORT_BATCH {
+                        self.import_links(id, key, &unlimited, std::mem::take(&mut links))?;
+                    }
+                }
                 ExportLine::Tenant {
                     display_name,
                     limits,
@@ -710,6 +723,13 @@ impl Engine {
                     let at = |e: EngineError| {
                         EngineError::BadRequest(format!("import line {}: {e}", n + 1))
                     };
+                    if let Some(first) = first_link {
+                        return Err(at(EngineError::BadRequest(format!(
+                            "a record after the links (line {}); an export's records come \
+                             before its links",
+                            first + 1
+                        ))));
+                    }
                     let c = collections
                         .get(&r.modality)
                         .ok_or_else(|| at(EngineError::CollectionNotFound(r.modality.clone())))?;
@@ -757,8 +777,8 @@ impl Engine {
         Ok((profile, metadata))
     }
 
-    /// Stores the imported links once every record is in, each checked like a new link: valid
-    /// weight, two different ends that are records of the new tenant.
+    /// Stores imported links (a batch of them; every record is in by then), each checked like a
+    /// new link: valid weight, two different ends that are records of the new tenant.
     fn import_links(
         &self,
         id: &TenantId,

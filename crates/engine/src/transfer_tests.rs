@@ -574,3 +574,93 @@ fn only_an_export_taken_is_audited() {
             .any(|l| matches!(l, ExportLine::Audit(row) if row.action == "tenant.export"))
     );
 }
+
+/// The records of tenant `id` (60 of them, `r0` … `r59`, in domain `default`) exported, with
+/// `links` link lines between them appended before the end line (whose counts follow).
+fn export_with_links(engine: &Engine, id: &TenantId, links: usize) -> Vec<ExportLine> {
+    let op = OperatorScope::for_tests();
+    engine.create_tenant(&op, id, None).unwrap();
+    let scope = admin_scope(engine, id.as_str());
+    let records = (0..60)
+        .map(|i| NewRecord {
+            id: Some(strata_types::RecordId::parse(format!("r{i}")).unwrap()),
+            content: Some(format!("kept {i}")),
+            vector: Some(vec![0.1 + i as f32 * 0.01; 384]),
+            ..Default::default()
+        })
+        .collect();
+    engine
+        .put(&scope, &RequestScope::default(), records)
+        .unwrap();
+    let mut lines: Vec<ExportLine> = Vec::new();
+    engine
+        .export_tenant(&op, id, |l| {
+            lines.push(l.clone());
+            Ok(())
+        })
+        .unwrap();
+    let Some(ExportLine::End(mut counts)) = lines.pop() else {
+        panic!("an export ends with its end line")
+    };
+    let pairs = (0..60).flat_map(|s| (0..60).filter(move |t| *t != s).map(move |t| (s, t)));
+    for (s, t) in pairs.take(links) {
+        lines.push(ExportLine::Link(strata_types::Link {
+            source: strata_types::RecordId::parse(format!("r{s}")).unwrap(),
+            target: strata_types::RecordId::parse(format!("r{t}")).unwrap(),
+            relation: strata_types::Relation::parse("next").unwrap(),
+            weight: 0.5,
+            created_at: 1,
+        }));
+    }
+    counts.links += links as u64;
+    lines.push(ExportLine::End(counts));
+    lines
+}
+
+/// An import stores links a batch at a time as they come (more than one batch here), not
+/// all of them held to the end; a record line after the links is refused, naming its line.
+#[test]
+fn an_import_stores_links_as_they_come_and_refuses_a_record_after_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path(), EngineConfig::default()).unwrap();
+    let op = OperatorScope::for_tests();
+    let lines = export_with_links(&engine, &TenantId::parse("acme").unwrap(), 1_500);
+    let copy = TenantId::parse("copy").unwrap();
+    engine
+        .import_tenant(&op, &copy, lines.clone().into_iter().map(Ok))
+        .unwrap();
+    let mut links = 0;
+    engine
+        .export_tenant(&op, &copy, |l| {
+            links += u64::from(matches!(l, ExportLine::Link(_)));
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(links, 1_500);
+
+    // A record moved behind the first link.
+    let mut shuffled = lines;
+    let record_at = shuffled
+        .iter()
+        .rposition(|l| matches!(l, ExportLine::Record(_)))
+        .unwrap();
+    let record = shuffled.remove(record_at);
+    let first_link = shuffled
+        .iter()
+        .position(|l| matches!(l, ExportLine::Link(_)))
+        .unwrap();
+    shuffled.insert(first_link + 1, record);
+    let other = TenantId::parse("other").unwrap();
+    match engine.import_tenant(&op, &other, shuffled.into_iter().map(Ok)) {
+        Err(EngineError::BadRequest(m)) => {
+            let expected = format!(
+                "import line {}: a record after the links (line {})",
+                first_link + 2,
+                first_link + 1
+            );
+            assert!(m.starts_with(&expected), "{m}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(engine.tenant_meta(&other).is_err(), "no tenant was left");
+}
