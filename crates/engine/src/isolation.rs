@@ -809,6 +809,19 @@ mod engine_tests {
         );
     }
 
+    /// Tenant `acme` migrated to `partition` with graph parameters `params`.
+    fn acme_to_partition(engine: &Engine, params: IndexParams) -> MigrationReport {
+        let req = MigrateRequest {
+            target: IsolationLevel::Partition,
+            index_params: Some(params),
+            dry_run: false,
+        };
+        let id = TenantId::parse("acme").unwrap();
+        engine
+            .migrate_tenant(&OperatorScope::for_tests(), &id, req)
+            .unwrap()
+    }
+
     /// The loaded graph's parameters.
     fn graph_params(engine: &Engine, scope: &TenantScope) -> HnswParams {
         let slot = engine.indexes.get(scope.key()).unwrap();
@@ -834,17 +847,7 @@ mod engine_tests {
             ef_construction: Some(64),
             ef_search: Some(200),
         };
-        let report = engine
-            .migrate_tenant(
-                &op,
-                &id,
-                MigrateRequest {
-                    target: IsolationLevel::Partition,
-                    index_params: Some(params),
-                    dry_run: false,
-                },
-            )
-            .unwrap();
+        let report = acme_to_partition(&engine, params);
         assert!(report.rebuilds_indexes);
         assert_eq!(report.rebuild_vectors, 1_100);
         // The search default applies at once; the rebuild is queued.
@@ -916,12 +919,7 @@ mod engine_tests {
             ef_construction: None,
             ef_search: None,
         };
-        let req = MigrateRequest {
-            target: IsolationLevel::Partition,
-            index_params: Some(params),
-            dry_run: false,
-        };
-        engine.migrate_tenant(&op, &id, req).unwrap();
+        acme_to_partition(&engine, params);
         let status = engine.migration(&op, &id).unwrap();
         assert_eq!(status.state, MigrationState::Rebuilding, "{status:?}");
         assert!(status.graph_builds_pending > 0, "{status:?}");
@@ -946,7 +944,6 @@ mod engine_tests {
         drop(engine);
 
         let engine = Engine::open(dir.path(), EngineConfig::default()).unwrap();
-        let op = OperatorScope::for_tests();
         let id = TenantId::parse("acme").unwrap();
         let key = engine.tenant_meta(&id).unwrap().key;
         assert!(engine.indexes.get(key).is_none(), "loaded at start");
@@ -955,17 +952,7 @@ mod engine_tests {
             ef_construction: Some(40),
             ef_search: None,
         };
-        let report = engine
-            .migrate_tenant(
-                &op,
-                &id,
-                MigrateRequest {
-                    target: IsolationLevel::Partition,
-                    index_params: Some(params),
-                    dry_run: false,
-                },
-            )
-            .unwrap();
+        let report = acme_to_partition(&engine, params);
         assert!(report.rebuilds_indexes);
         let scope = self::scope(&engine, "acme");
         assert_eq!(answers(&engine, &scope), before);
