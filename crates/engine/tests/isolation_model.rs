@@ -233,15 +233,7 @@ impl TenantModel {
     fn put(&mut self, r: MRec) {
         self.remove(&r.id);
         if let Some(k) = dedup_key(&r) {
-            // Another stored record of the same run and content keeps the entry (a write
-            // under a client's own id does not take it over).
-            let held = self
-                .dedup
-                .get(&k)
-                .is_some_and(|other| *other != r.id && self.records.contains_key(other));
-            if !held {
-                self.dedup.insert(k, r.id.clone());
-            }
+            self.dedup.insert(k, r.id.clone());
         }
         self.records.insert(r.id.clone(), r);
     }

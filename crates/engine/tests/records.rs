@@ -54,34 +54,6 @@ fn run_level_dedup_returns_the_existing_id() {
     assert!(fresh[0].created && fresh[0].id != first[0].id);
 }
 
-/// A write under a client's own id of content a run already holds does not take the run's
-/// dedup entry over: deleting it leaves the first record deduplicating the content.
-#[test]
-fn a_client_id_copy_does_not_take_the_dedup_entry_over() {
-    let dir = tempfile::tempdir().unwrap();
-    let (engine, scope) = common::open_with_tenant(dir.path(), "acme", common::full_grant());
-    let req = scope_json(json!({"run_id": "run-1"}));
-    let first = engine
-        .put(&scope, &req, vec![rec(json!({"content": "likes tea"}))])
-        .unwrap();
-    let copy = engine
-        .put(
-            &scope,
-            &req,
-            vec![rec(json!({"id": "mine", "content": "likes tea"}))],
-        )
-        .unwrap();
-    assert!(copy[0].created);
-    engine
-        .delete(&scope, &req, &RecordId::parse("mine").unwrap())
-        .unwrap();
-    let again = engine
-        .put(&scope, &req, vec![rec(json!({"content": "likes tea"}))])
-        .unwrap();
-    assert!(again[0].deduplicated, "{again:?}");
-    assert_eq!(again[0].id, first[0].id);
-}
-
 #[test]
 fn upsert_by_client_id_keeps_created_at() {
     let dir = tempfile::tempdir().unwrap();

@@ -1704,42 +1704,11 @@ impl<'txn> Writer<'txn> {
         if let Some(key) = crate::expiry::entry(t, record) {
             self.table_mut(t)?.insert(key.as_slice(), [].as_slice())?;
         }
-        if let Some(key) = dedup_key(t, record)
-            && !self.dedup_held_by_another(t, &key, &record.id)?
-        {
+        if let Some(key) = dedup_key(t, record) {
             self.table_mut(t)?
                 .insert(key.as_slice(), record.id.as_str().as_bytes())?;
         }
         Ok(old)
-    }
-
-    /// Whether dedup entry `key` names a record other than `id` that is still stored and not
-    /// expired: that record keeps the entry. A record of the same run and content written
-    /// under a client's own id must not take it over: deleting that record would leave the
-    /// first without an entry, and the next write of the content would store it once more.
-    fn dedup_held_by_another(
-        &self,
-        t: TenantKey,
-        key: &[u8],
-        id: &RecordId,
-    ) -> Result<bool, StoreError> {
-        let holder = match self.table(t)?.get(key)? {
-            Some(v) if v.value() != id.as_str().as_bytes() => v.value().to_vec(),
-            _ => return Ok(false),
-        };
-        let Some(holder) = std::str::from_utf8(&holder)
-            .ok()
-            .and_then(|s| RecordId::parse(s).ok())
-        else {
-            return Ok(false);
-        };
-        let stored = self.table(t)?.get(keys::record(t, &holder).as_slice())?;
-        let Some(bytes) = stored else {
-            return Ok(false);
-        };
-        let expired = crate::codec::decode_record_without_vector(bytes.value())?
-            .is_expired(strata_types::now_millis());
-        Ok(!expired)
     }
 
     /// Deletes a record with its index entries, logging the change. Returns it (its metadata
