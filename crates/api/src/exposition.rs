@@ -1,6 +1,7 @@
 //! The Prometheus text exposition (format 0.0.4) of [`crate::metrics`] plus the engine's
-//! figures, with the cap on tenant labels: the pinned tenants and the `cap` most recently
-//! active others get their own `tenant` label; every other registered tenant is summed,
+//! figures, with the cap on tenant labels: the pinned tenants and `cap` others (those at the
+//! `partition` or `dedicated` level first, then the most recently active) get their own
+//! `tenant` label; every other registered tenant is summed,
 //! exactly, under `tenant="(other)"` — a value no tenant id can take, since ids never contain
 //! parentheses. Only tenants in the registry are rendered: a purged tenant's figures go with it.
 //!

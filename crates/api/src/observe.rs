@@ -56,7 +56,8 @@ impl FromRequestParts<AppState> for MetricsAuth {
 }
 
 /// Prometheus text exposition of the server's and every tenant's figures. Tenants beyond
-/// `[metrics] tenant_label_cap` (the least active) are summed under `tenant="(other)"`.
+/// `[metrics] tenant_label_cap` (those at `shared` that are the least active) are summed under
+/// `tenant="(other)"`.
 #[utoipa::path(get, path = "/metrics", tag = "observability", operation_id = "metrics",
     responses((status = 200, description = "Prometheus text format 0.0.4", content_type = "text/plain", body = String)),
     security(("bearer" = [])))]

@@ -153,7 +153,14 @@ pub(crate) fn status(
     let ended = live.filter(|c| stored.as_ref().is_none_or(|r| r.started_at == c.started_at));
     let stored = match ended {
         Some(c) => {
+            // A cancel recorded in the row wins over how the move itself ended (a shutdown
+            // that stopped the copy just before the cancel took the phase lock): the row is
+            // what a start acts on.
+            let cancelled = stored
+                .as_ref()
+                .is_some_and(|r| r.state == StoredMigrationState::Cancelled);
             let state = match *lock(&c.phase) {
+                _ if cancelled => StoredMigrationState::Cancelled,
                 Phase::Done => StoredMigrationState::Done,
                 Phase::Interrupted => StoredMigrationState::Interrupted,
                 Phase::Cancelled => StoredMigrationState::Cancelled,
@@ -170,7 +177,7 @@ pub(crate) fn status(
                 .finished_at
                 .or_else(|| Some(now_millis().max(c.started_at)));
             r.keys_copied = r.keys_copied.max(c.copied.load(Ordering::Relaxed));
-            if error.is_some() {
+            if error.is_some() && !cancelled {
                 r.error = error;
             }
             Some(r)
@@ -262,6 +269,30 @@ mod tests {
         assert!(s.error.unwrap().contains("stayed at shared"));
         assert_eq!((s.started_at, s.finished_at), (Some(10), None));
         assert!(s.moves_data);
+    }
+
+    /// A move of this process that a shutdown ended `interrupted` just before a cancel
+    /// recorded its row `cancelled`: the status says cancelled, as the row a start acts on.
+    #[test]
+    fn a_cancel_recorded_in_the_row_wins_over_the_moves_own_end() {
+        let copy = DataMove {
+            tenant: strata_types::TenantId::parse("a").unwrap(),
+            phase: std::sync::Mutex::new(Phase::Interrupted),
+            copied: std::sync::atomic::AtomicU64::new(3),
+            total: 4,
+            error: std::sync::Mutex::new(Some("the server is shutting down".into())),
+            from: IsolationLevel::Shared,
+            to: IsolationLevel::Dedicated,
+            started_at: 10,
+            cancel: std::sync::atomic::AtomicBool::new(true),
+            attempt: 1,
+        };
+        let mut row = stored(StoredMigrationState::Cancelled);
+        row.error = Some("cancelled by an operator".into());
+        let s = status(IsolationLevel::Shared, 0, 0, Some(&copy), Some(row));
+        assert_eq!(s.state, MigrationState::Cancelled, "{s:?}");
+        assert_eq!(s.error.as_deref(), Some("cancelled by an operator"));
+        assert!(!s.will_resume);
     }
 
     #[test]
