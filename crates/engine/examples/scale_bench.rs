@@ -25,10 +25,14 @@
 //! `--rounds` (5) times each on one engine: the usage report a `/metrics` scrape asks for, and
 //! passes of the expiry sweep (the first is a full pass, the later ones visit the tenants due).
 //!
-//! Run: `cargo run --release -p strata-engine --example scale_bench -- [fleet|memory|scrape]
+//! `start`: over a fleet the `fleet` mode wrote (same `--dir`), `--dedicated` (3) of its idle
+//! tenants moved to `dedicated` once, then `Engine::open` timed `--rounds` times, each on a
+//! fresh engine: the start with tenants in files of their own among all the others.
+//!
+//! Run: `cargo run --release -p strata-engine --example scale_bench -- [fleet|memory|scrape|start]
 //! [--tenants N] [--million] [--active N] [--active-records N] [--big N] [--big-records N]
 //! [--budget BYTES] [--threads N] [--vectors N] [--split N] [--cache BYTES] [--rounds N]
-//! [--dir PATH]`
+//! [--dedicated N] [--dir PATH]`
 //! (`--cache`: the store's page cache of the measured engines, default 64 MiB). With `--dir` the
 //! data directory is kept (and reused if it holds a fleet already), e.g. to time the server's
 //! own start on it.
@@ -60,8 +64,10 @@ struct Args {
     split: usize,
     /// `[engine] storage_cache_bytes` of the measured engines.
     cache: u64,
-    /// Repetitions of each measurement of `scrape`.
+    /// Repetitions of each measurement of `scrape` and `start`.
     rounds: usize,
+    /// Tenants `start` moves to `dedicated`.
+    dedicated: usize,
     dir: Option<String>,
 }
 
@@ -79,12 +85,13 @@ fn parse_args() -> Result<Args, String> {
         split: 1,
         cache: strata_store::DEFAULT_CACHE_BYTES as u64,
         rounds: 5,
+        dedicated: 3,
         dir: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         match flag.as_str() {
-            "fleet" | "memory" | "scrape" => {
+            "fleet" | "memory" | "scrape" | "start" => {
                 a.mode = flag;
                 continue;
             }
@@ -113,6 +120,7 @@ fn parse_args() -> Result<Args, String> {
             "--split" => a.split = n.max(1),
             "--cache" => a.cache = v,
             "--rounds" => a.rounds = n.max(1),
+            "--dedicated" => a.dedicated = n,
             _ => return Err(format!("unknown flag {flag}")),
         }
     }
@@ -350,6 +358,53 @@ fn scrape(a: &Args, dir: &Path) {
     println!("expiry sweep passes: {}", sweeps.join(" · "));
 }
 
+fn start(a: &Args, dir: &Path) {
+    assert!(
+        dir.join("scale_bench.fleet").exists(),
+        "no fleet in {}: run the fleet mode with this --dir first",
+        dir.display()
+    );
+    assert!(
+        a.dedicated <= a.tenants,
+        "--dedicated must not exceed --tenants"
+    );
+    // The last tenants are idle ones (the active and big ones come first).
+    let moved = a.tenants - a.dedicated..a.tenants;
+    let marker = dir.join("scale_bench.dedicated");
+    if std::fs::read_to_string(&marker).ok().as_deref() != Some(a.dedicated.to_string().as_str()) {
+        let engine = open(dir, a.budget, a.cache);
+        let op = OperatorScope::for_tests();
+        for t in moved.clone() {
+            let req = strata_engine::MigrateRequest {
+                target: strata_engine::IsolationLevel::Dedicated,
+                index_params: None,
+                dry_run: false,
+            };
+            engine
+                .migrate_tenant(&op, &id(t), req)
+                .expect("move to dedicated");
+        }
+        drop(engine);
+        std::fs::write(&marker, a.dedicated.to_string()).expect("marker");
+        println!("moved {} tenants to dedicated", a.dedicated);
+    }
+    let opens: Vec<String> = (0..a.rounds)
+        .map(|_| {
+            let start = Instant::now();
+            let engine = open(dir, a.budget, a.cache);
+            let took = start.elapsed();
+            drop(engine);
+            format!("{:.1} ms", took.as_secs_f64() * 1000.0)
+        })
+        .collect();
+    println!(
+        "Engine::open with {} tenants on disk, {} of them dedicated: {}",
+        a.tenants,
+        a.dedicated,
+        opens.join(" · ")
+    );
+}
+
 fn fleet(a: &Args, dir: &Path) {
     let active = 0..a.active;
     let big = a.active..a.active + a.big;
@@ -585,6 +640,7 @@ fn main() {
     match a.mode.as_str() {
         "memory" => memory(&a, &dir),
         "scrape" => scrape(&a, &dir),
+        "start" => start(&a, &dir),
         _ => fleet(&a, &dir),
     }
 }

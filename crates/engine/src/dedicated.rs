@@ -51,9 +51,8 @@ pub(crate) fn attach_files(store: &Store) -> Result<(), EngineError> {
         remove_orphan_derived(store);
         return Ok(());
     }
-    let r = store.read()?;
     let mut dedicated = Vec::new();
-    for (_, row) in r.tenants_mentioning(b"dedicated")? {
+    for (_, row) in store.dedicated_candidates()? {
         let Ok(meta) = row else {
             return attach_files_scanning(store);
         };
@@ -63,7 +62,6 @@ pub(crate) fn attach_files(store: &Store) -> Result<(), EngineError> {
             Err(_) => return attach_files_scanning(store),
         }
     }
-    drop(r);
     let found: HashSet<TenantKey> = dedicated.iter().copied().collect();
     if tombstones || dirs.iter().any(|k| !found.contains(k)) {
         return attach_files_scanning(store);

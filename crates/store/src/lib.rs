@@ -22,6 +22,7 @@ mod damaged;
 pub use damaged::damaged_records;
 mod db;
 mod decode_memo;
+mod dedicated_index;
 mod deferred_sync;
 mod derived;
 mod disk_room;

@@ -1480,24 +1480,6 @@ impl Tables for Writer<'_> {
     }
 }
 
-impl Reader {
-    /// The registry rows whose stored bytes hold `needle`, decoded; the others are read but
-    /// not decoded. A start looks for the tenants at one level this way (`"dedicated"`, which
-    /// a profile at it holds): decoding every row cost it time in proportion to the tenants on
-    /// disk (0.45 s at 100,000).
-    pub fn tenants_mentioning(&self, needle: &[u8]) -> Result<Vec<RegistryRow>, StoreError> {
-        let mut rows = Vec::new();
-        for entry in self.registry.range::<&str>(..)? {
-            let (k, v) = entry?;
-            let bytes = v.value();
-            if !needle.is_empty() && bytes.windows(needle.len()).any(|w| w == needle) {
-                rows.push((k.value().to_owned(), bytes.to_vec()));
-            }
-        }
-        Ok(decode_registry_rows(rows))
-    }
-}
-
 /// Registry rows as stored (id, bytes), each decoded on its own.
 pub(crate) fn decode_registry_rows(rows: Vec<(String, Vec<u8>)>) -> Vec<RegistryRow> {
     rows.into_iter()
@@ -1578,6 +1560,7 @@ impl<'txn> Writer<'txn> {
         bytes: &[u8],
     ) -> Result<(), StoreError> {
         self.registry_write()?.insert(id.as_str(), bytes)?;
+        crate::dedicated_index::note_row(&mut self.meta, id.as_str(), bytes)?;
         Ok(())
     }
 
@@ -1592,6 +1575,7 @@ impl<'txn> Writer<'txn> {
         let row = encode_json(&meta.to_stored())?;
         self.registry_write()?
             .insert(meta.id.as_str(), row.as_slice())?;
+        crate::dedicated_index::note_row(&mut self.meta, meta.id.as_str(), &row)?;
         Ok(())
     }
 
@@ -1612,6 +1596,7 @@ impl<'txn> Writer<'txn> {
     /// data reachable.
     fn unregister_tenant(&mut self, meta: &TenantMeta) -> Result<(), StoreError> {
         self.registry_write()?.remove(meta.id.as_str())?;
+        crate::dedicated_index::forget_row(&mut self.meta, meta.id.as_str())?;
         let owned = match crate::credentials::owned_ids(&*self.meta, meta.key)? {
             Some(ids) => ids,
             // A data directory whose owner index is not built yet: find them by a scan.

@@ -1,0 +1,113 @@
+//! The list of rows that mention `dedicated` follows every write and removal of a registry
+//! row, and a file without it gets it built by one scan.
+
+use redb::{ReadableDatabase, ReadableTable};
+use strata_types::TenantId;
+
+use super::*;
+use crate::TenantMeta;
+
+fn profile(level: &str) -> serde_json::Map<String, serde_json::Value> {
+    let mut p = serde_json::Map::new();
+    p.insert("isolation".into(), level.into());
+    p
+}
+
+fn create(store: &Store, name: &str, level: &str) -> TenantMeta {
+    let id = TenantId::parse(name).unwrap();
+    store
+        .write(|w| w.create_tenant(&id, 1, profile(level)))
+        .unwrap()
+}
+
+fn candidates(store: &Store) -> Vec<String> {
+    let mut ids: Vec<String> = store
+        .dedicated_candidates()
+        .unwrap()
+        .into_iter()
+        .map(|(id, meta)| {
+            meta.unwrap();
+            id
+        })
+        .collect();
+    ids.sort();
+    ids
+}
+
+/// The rows a scan of the whole registry finds: what the list must equal.
+fn scanned(store: &Store) -> Vec<String> {
+    let db = store.db().clone();
+    let txn = db.begin_read().unwrap();
+    let mut ids = Vec::new();
+    for row in txn.open_table(REGISTRY).unwrap().iter().unwrap() {
+        let (k, v) = row.unwrap();
+        if mentions_level(v.value()) {
+            ids.push(k.value().to_owned());
+        }
+    }
+    ids
+}
+
+fn listed_entries(store: &Store) -> usize {
+    let db = store.db().clone();
+    let txn = db.begin_read().unwrap();
+    let meta = txn.open_table(META).unwrap();
+    meta.range(PREFIX..PREFIX_END).unwrap().count()
+}
+
+#[test]
+fn the_list_follows_creations_level_changes_and_erasures() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("main.redb")).unwrap();
+    assert!(candidates(&store).is_empty(), "a new file lists nothing");
+    create(&store, "acme", "shared");
+    let globex = create(&store, "globex", "dedicated");
+    let mut initech = create(&store, "initech", "partition");
+    assert_eq!(candidates(&store), ["globex"]);
+
+    initech.profile = profile("dedicated");
+    store.write(|w| w.put_tenant(&initech)).unwrap();
+    assert_eq!(candidates(&store), ["globex", "initech"]);
+    assert_eq!(candidates(&store), scanned(&store));
+
+    initech.profile = profile("shared");
+    store.write(|w| w.put_tenant(&initech)).unwrap();
+    store.write(|w| w.erase_tenant(&globex)).unwrap();
+    assert!(candidates(&store).is_empty());
+    assert_eq!(
+        listed_entries(&store),
+        0,
+        "an erased tenant leaves no entry behind"
+    );
+
+    // The list is kept across a reopen, not rebuilt.
+    create(&store, "umbrella", "dedicated");
+    drop(store);
+    let store = Store::open(&dir.path().join("main.redb")).unwrap();
+    assert_eq!(candidates(&store), ["umbrella"]);
+}
+
+#[test]
+fn a_file_without_the_list_gets_it_built_by_one_scan() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("main.redb")).unwrap();
+    create(&store, "acme", "shared");
+    create(&store, "globex", "dedicated");
+    // A file written before the list existed: no entries and no mark.
+    store
+        .write(|w| {
+            w.meta.remove(entry("globex").as_str())?;
+            w.meta.remove(COMPLETE)?;
+            Ok::<_, StoreError>(())
+        })
+        .unwrap();
+    assert_eq!(listed_entries(&store), 0);
+    assert_eq!(
+        candidates(&store),
+        ["globex"],
+        "the build finds it by the scan"
+    );
+    assert_eq!(listed_entries(&store), 1, "and lists it for the next start");
+    create(&store, "initech", "dedicated");
+    assert_eq!(candidates(&store), ["globex", "initech"]);
+}
