@@ -25,11 +25,15 @@
 //! `--rounds` (5) times each on one engine: the usage report a `/metrics` scrape asks for, and
 //! passes of the expiry sweep (the first is a full pass, the later ones visit the tenants due).
 //!
+//! `touch`: over a fleet the `fleet` mode wrote (same `--dir`), each of its `--tenants` searched
+//! once under a budget of one byte (each load evicts the one before), then the memory the
+//! engine holds for them, before and after the passes that drop idle tenants' slots.
+//!
 //! `start`: over a fleet the `fleet` mode wrote (same `--dir`), `--dedicated` (3) of its idle
 //! tenants moved to `dedicated` once, then `Engine::open` timed `--rounds` times, each on a
 //! fresh engine: the start with tenants in files of their own among all the others.
 //!
-//! Run: `cargo run --release -p strata-engine --example scale_bench -- [fleet|memory|scrape|start]
+//! Run: `cargo run --release -p strata-engine --example scale_bench -- [fleet|memory|scrape|start|touch]
 //! [--tenants N] [--million] [--active N] [--active-records N] [--big N] [--big-records N]
 //! [--budget BYTES] [--threads N] [--vectors N] [--split N] [--cache BYTES] [--rounds N]
 //! [--dedicated N] [--dir PATH]`
@@ -91,7 +95,7 @@ fn parse_args() -> Result<Args, String> {
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         match flag.as_str() {
-            "fleet" | "memory" | "scrape" | "start" => {
+            "fleet" | "memory" | "scrape" | "start" | "touch" => {
                 a.mode = flag;
                 continue;
             }
@@ -128,6 +132,27 @@ fn parse_args() -> Result<Args, String> {
         return Err("--active plus --big must not exceed --tenants".into());
     }
     Ok(a)
+}
+
+/// Bytes the allocator has handed out and not had back (glibc's `mallinfo2`: `uordblks`, plus
+/// `hblkhd` for blocks mapped on their own); 0 elsewhere.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn heap_in_use() -> u64 {
+    #[repr(C)]
+    struct MallInfo2 {
+        fields: [usize; 10],
+    }
+    unsafe extern "C" {
+        fn mallinfo2() -> MallInfo2;
+    }
+    // SAFETY: `mallinfo2` takes nothing and returns the struct by value.
+    let m = unsafe { mallinfo2() };
+    (m.fields[7] + m.fields[4]) as u64
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn heap_in_use() -> u64 {
+    0
 }
 
 /// `VmRSS` of this process in bytes (Linux).
@@ -356,6 +381,50 @@ fn scrape(a: &Args, dir: &Path) {
         })
         .collect();
     println!("expiry sweep passes: {}", sweeps.join(" · "));
+}
+
+fn touch(a: &Args, dir: &Path) {
+    assert!(
+        dir.join("scale_bench.fleet").exists(),
+        "no fleet in {}: run the fleet mode with this --dir first",
+        dir.display()
+    );
+    // A budget of one byte: no tenant stays loaded, so what grows is what the engine keeps
+    // of every tenant it has seen.
+    let engine = open(dir, 1, a.cache);
+    let qs = queries(0, 16);
+    let base = rss();
+    let heap_base = heap_in_use();
+    let start = Instant::now();
+    for t in 0..a.tenants {
+        search(&engine, &scope(&engine, t), &qs[t % qs.len()]);
+    }
+    let grown = rss().saturating_sub(base);
+    let heap = heap_in_use().saturating_sub(heap_base);
+    println!(
+        "searched each of {} tenants once in {:.1} s: RSS grew {:.1} MB, {:.0} bytes per tenant; \
+         heap in use grew {:.1} MB, {:.0} bytes per tenant",
+        a.tenants,
+        start.elapsed().as_secs_f64(),
+        mb(grown),
+        grown as f64 / a.tenants as f64,
+        mb(heap),
+        heap as f64 / a.tenants as f64
+    );
+    // Two passes of what the server runs every minute: the first marks the clock, the second
+    // drops the slots of the tenants idle since.
+    let start = Instant::now();
+    let dropped = engine.retire_idle_tenants() + engine.retire_idle_tenants();
+    let after = heap_in_use().saturating_sub(heap_base);
+    println!(
+        "two passes of Engine::retire_idle_tenants dropped {dropped} tenants in {:.1} ms: heap in \
+         use now {:.1} MB above the start, {:.0} bytes per tenant searched",
+        start.elapsed().as_secs_f64() * 1000.0,
+        mb(after),
+        after as f64 / a.tenants as f64
+    );
+    // Kept to the end of the process, so that a heap profiler sees what it holds as leaks.
+    std::mem::forget(engine);
 }
 
 fn start(a: &Args, dir: &Path) {
@@ -641,6 +710,7 @@ fn main() {
         "memory" => memory(&a, &dir),
         "scrape" => scrape(&a, &dir),
         "start" => start(&a, &dir),
+        "touch" => touch(&a, &dir),
         _ => fleet(&a, &dir),
     }
 }

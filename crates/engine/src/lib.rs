@@ -107,6 +107,7 @@ mod shared_write_tests;
 mod shares;
 mod slot_doc;
 mod slot_integrity;
+mod slot_retirement;
 mod snapshot;
 mod stats;
 mod storage_cache;
@@ -470,6 +471,18 @@ impl Engine {
     pub fn checkpoint_indexes(&self, min_changes: u64) -> Result<usize, EngineError> {
         self.indexes.checkpoint(&self.store, min_changes.max(1))
     }
+
+    /// Drops what the engine holds in memory for tenants idle since the previous call and
+    /// holding nothing loaded (`crate::slot_retirement`), so that memory does not grow with
+    /// every tenant served since the start. The server runs this every
+    /// [`Engine::RETIRE_IDLE_EVERY`]; a tenant is dropped after one to two of those idle.
+    /// Returns how many tenants were dropped.
+    pub fn retire_idle_tenants(&self) -> usize {
+        self.indexes.retire_idle_slots()
+    }
+
+    /// How often the server calls [`Engine::retire_idle_tenants`].
+    pub const RETIRE_IDLE_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 
     /// Blocks until every background graph build queued so far has finished; for tests and
     /// benchmarks that want graphs in place before they measure.

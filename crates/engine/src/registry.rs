@@ -79,6 +79,11 @@ impl TenantSlot {
         }
     }
 
+    /// Whether its integrity tracker is at rest (`crate::integrity::Tracker::at_rest`).
+    pub fn integrity_at_rest(&self) -> bool {
+        self.integrity.at_rest()
+    }
+
     /// The tenant's integrity state as of its tracker's last change, read without its lock.
     pub fn integrity_state(&self) -> IntegrityState {
         self.integrity.state()
@@ -153,7 +158,10 @@ pub(crate) struct IndexRegistry {
     /// proportion to all the tenants seen, not to those loaded. Kept by `account`.
     resident: Mutex<HashSet<TenantKey>>,
     /// Logical clock for least-recently-used order.
-    clock: AtomicU64,
+    pub(crate) clock: AtomicU64,
+    /// What outlives the slots of idle tenants dropped (`crate::slot_retirement`). Lock
+    /// order: after the slot map's lock.
+    pub(crate) retired: Mutex<crate::slot_retirement::Retired>,
     pub builder: GraphBuilder,
     /// The tenants the expiry sweep visits: noted here, from each committed write's changes.
     pub(crate) expiring: crate::expiry_plan::ExpiryPlan,
@@ -183,6 +191,7 @@ impl IndexRegistry {
             total: AtomicU64::new(0),
             resident: Mutex::default(),
             clock: AtomicU64::new(0),
+            retired: Mutex::default(),
             builder,
             expiring: Default::default(),
             evictor: crate::evictor::Evictor::default(),
@@ -216,26 +225,33 @@ impl IndexRegistry {
 
     /// The slot map under its read lock. Nothing in it can be left half-changed by a panic (an
     /// insert or a remove of one entry), so a poisoned lock is used as it is.
-    fn slots(&self) -> ShardedLockReadGuard<'_, SlotMap> {
+    pub(crate) fn slots(&self) -> ShardedLockReadGuard<'_, SlotMap> {
         self.tenants.read().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The slot map under its write lock (see `slots`).
-    fn slots_mut(&self) -> ShardedLockWriteGuard<'_, SlotMap> {
+    pub(crate) fn slots_mut(&self) -> ShardedLockWriteGuard<'_, SlotMap> {
         self.tenants.write().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The tenant's slot, made under the write lock unless another thread made it first.
+    /// Whether the tenant is pinned by configuration (`[residency] pinned`).
+    pub(crate) fn is_pinned(&self, id: &TenantId) -> bool {
+        self.pinned.contains(id)
+    }
+
+    /// The tenant's slot, made under the write lock unless another thread made it first; a
+    /// new slot takes back the counts of the tenant's dropped one (`crate::slot_retirement`).
     fn new_slot(&self, key: TenantKey, id: &TenantId) -> Arc<TenantSlot> {
         self.slots_mut()
             .entry(key)
             .or_insert_with(|| {
+                let counters = lock(&self.retired).take(key).counters();
                 Arc::new(TenantSlot {
                     id: id.clone(),
                     key,
                     order: WriteOrder::default(),
                     index: IndexLock::default(),
-                    counters: SlotCounters::default(),
+                    counters,
                     integrity: SlotIntegrity::default(),
                     level_pinned: AtomicBool::new(false),
                     saving: Mutex::new(()),
@@ -1042,7 +1058,11 @@ impl IndexRegistry {
     pub fn forget(&self, key: TenantKey) {
         // The map's lock is released before waiting for the tenant's save and index, so other
         // tenants' look-ups do not wait too.
-        let removed = self.slots_mut().remove(&key);
+        let removed = {
+            let mut slots = self.slots_mut();
+            lock(&self.retired).take(key);
+            slots.remove(&key)
+        };
         if let Some(slot) = removed {
             // A later save of the slot (its `Arc` taken before the removal) then finds no
             // index and writes nothing.
@@ -1056,32 +1076,42 @@ impl IndexRegistry {
     /// One tenant's residency, from its counters: never waits for the tenant's index lock, so
     /// the metrics and the admin figures answer while a tenant's graph is installed or saved.
     pub fn residency(&self, key: TenantKey, id: &TenantId) -> TenantResidency {
-        let pinned = self.pinned.contains(id);
         match self.get(key) {
-            Some(slot) => {
-                let pinned = pinned || slot.level_pinned.load(Ordering::Relaxed);
-                let shedding = slot.integrity_state() != IntegrityState::Normal;
-                slot.counters.snapshot(pinned, shedding)
+            Some(slot) => self.slot_residency(&slot),
+            None => {
+                let counters = lock(&self.retired).of(key).counters();
+                counters.snapshot(self.pinned.contains(id), false)
             }
-            None => SlotCounters::default().snapshot(pinned, false),
         }
+    }
+
+    fn slot_residency(&self, slot: &TenantSlot) -> TenantResidency {
+        let pinned = self.pinned.contains(&slot.id) || slot.level_pinned.load(Ordering::Relaxed);
+        let shedding = slot.integrity_state() != IntegrityState::Normal;
+        slot.counters.snapshot(pinned, shedding)
     }
 
     /// The whole server's residency.
     pub fn summary(&self) -> ResidencySummary {
-        let slots: Vec<(TenantKey, Arc<TenantSlot>)> =
-            self.slots().iter().map(|(k, s)| (*k, s.clone())).collect();
+        // The dropped slots' counts read with the map, so that a slot dropped meanwhile is
+        // counted once.
+        let (slots, retired) = {
+            let map = self.slots();
+            let retired = lock(&self.retired).total();
+            let slots: Vec<Arc<TenantSlot>> = map.values().cloned().collect();
+            (slots, retired)
+        };
         let mut s = ResidencySummary {
             memory_budget_bytes: self.budget,
             resident_bytes: self.total.load(Ordering::Relaxed),
             resident_tenants: 0,
-            loads: 0,
-            evictions: 0,
+            loads: retired.loads,
+            evictions: retired.evictions,
             tenants: Vec::with_capacity(slots.len()),
         };
         let mut rows: Vec<(u64, TenantResidencyRow)> = Vec::with_capacity(slots.len());
-        for (key, slot) in slots {
-            let residency = self.residency(key, &slot.id);
+        for slot in slots {
+            let residency = self.slot_residency(&slot);
             s.resident_tenants += u64::from(residency.resident);
             s.loads += residency.loads;
             s.evictions += residency.evictions;

@@ -448,3 +448,105 @@ fn the_loaded_tenants_are_kept_apart_for_evictions() {
         .unwrap();
     assert_eq!(engine.indexes.resident_keys(), keys(&[]));
 }
+
+/// A budget no tenant fits in: each load evicts the tenant loaded before it.
+fn one_tenant_at_a_time(mut config: EngineConfig) -> EngineConfig {
+    config.residency.memory_budget_bytes = 1;
+    config
+}
+
+#[test]
+fn an_idle_evicted_tenants_slot_is_dropped_and_its_counts_outlive_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = one_tenant_at_a_time(EngineConfig::default());
+    let (engine, scopes) = open(dir.path(), config, &["a", "b"]);
+    let (a, b) = (&scopes[0], &scopes[1]);
+    let op = OperatorScope::for_tests();
+    assert_eq!(search(&engine, a).unwrap(), 1);
+    search(&engine, b).unwrap();
+    engine.wait_for_evictions();
+    let a_before = engine.indexes.residency(a.key(), a.tenant());
+    assert!(!a_before.resident && a_before.loads >= 1 && a_before.evictions >= 1);
+    let before = engine.residency_summary(&op);
+
+    assert_eq!(
+        engine.retire_idle_tenants(),
+        0,
+        "the first pass only marks the clock"
+    );
+    assert_eq!(
+        engine.retire_idle_tenants(),
+        1,
+        "a is idle and holds nothing; b is loaded"
+    );
+    assert!(engine.indexes.get(a.key()).is_none());
+    assert!(engine.indexes.get(b.key()).is_some());
+    // Its lifelong counts are still reported, for it and in the server's sums.
+    assert_eq!(engine.indexes.residency(a.key(), a.tenant()), a_before);
+    let after = engine.residency_summary(&op);
+    assert_eq!(
+        (after.loads, after.evictions),
+        (before.loads, before.evictions)
+    );
+    assert_eq!(after.tenants.len(), 1);
+
+    // It comes back as it was, its counts going on from where they were.
+    assert_eq!(search(&engine, a).unwrap(), 1);
+    put(&engine, a, 1);
+    let a_again = engine.indexes.residency(a.key(), a.tenant());
+    assert_eq!(a_again.loads, a_before.loads + 1);
+    assert_eq!(a_again.evictions, a_before.evictions);
+    assert_eq!(
+        engine.residency_summary(&op).loads,
+        before.loads + 1,
+        "the counts handed back to its slot are not counted twice"
+    );
+}
+
+#[test]
+fn a_slot_held_used_since_the_last_pass_loaded_or_not_at_rest_is_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = one_tenant_at_a_time(hair_trigger_for_a());
+    let (engine, scopes) = open(dir.path(), config, &["a", "b", "c", "d"]);
+    let (a, b, c, d) = (&scopes[0], &scopes[1], &scopes[2], &scopes[3]);
+    for s in [a, c, d, b] {
+        search(&engine, s).unwrap();
+    }
+    engine.wait_for_evictions();
+    assert_eq!(
+        engine.indexes.integrity_state(a.key()),
+        IntegrityState::Critical
+    );
+    let held = engine.indexes.get(c.key()).expect("c's slot");
+    assert_eq!(
+        engine.retire_idle_tenants(),
+        0,
+        "the first pass only marks the clock"
+    );
+    // d is used again (and loaded, which evicts b): of the four, only b has been idle since.
+    search(&engine, d).unwrap();
+    engine.wait_for_evictions();
+    assert_eq!(engine.retire_idle_tenants(), 1);
+    assert!(
+        engine.indexes.get(b.key()).is_none(),
+        "b: idle, evicted, at rest"
+    );
+    assert!(
+        engine.indexes.get(a.key()).is_some(),
+        "a: its tracker left normal, so dropping it would lift its gate"
+    );
+    assert!(engine.indexes.get(c.key()).is_some(), "c: its slot is held");
+    assert!(
+        engine.indexes.get(d.key()).is_some(),
+        "d: used since, and loaded"
+    );
+    assert_eq!(
+        engine.indexes.integrity_state(a.key()),
+        IntegrityState::Critical
+    );
+    drop(held);
+    // Once let go and idle for a whole pass, c goes too; a stays while it is critical.
+    assert_eq!(engine.retire_idle_tenants(), 1);
+    assert!(engine.indexes.get(c.key()).is_none());
+    assert!(engine.indexes.get(a.key()).is_some());
+}

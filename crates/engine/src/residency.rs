@@ -92,7 +92,9 @@ pub struct ResidencySummary {
     /// Loads and evictions since the server started, over every tenant.
     pub loads: u64,
     pub evictions: u64,
-    /// Every tenant used since the server started, most recently used first.
+    /// Every tenant loaded or used recently (a tenant idle for a minute or two drops out,
+    /// `crate::slot_retirement`, its loads and evictions still counted above), most recently
+    /// used first.
     pub tenants: Vec<TenantResidencyRow>,
 }
 

@@ -124,6 +124,12 @@ impl SlotIntegrity {
         result
     }
 
+    /// Whether the tracker is at rest ([`Tracker::at_rest`]); `false` while another thread
+    /// holds it, without waiting.
+    pub fn at_rest(&self) -> bool {
+        self.guarded.try_lock().is_ok_and(|g| g.tracker.at_rest())
+    }
+
     /// The tracker's state as of its last change, read without its lock. A copy that does
     /// not decode (a bug: only `with_guarded` writes it) is never taken for a state: the
     /// tracker itself is read under its lock instead, and the copy repaired.

@@ -222,6 +222,7 @@ pub async fn run(config: Config, lane: Option<strata_api::OverShareLane>) -> any
             stop_rx.clone(),
         ))
     });
+    let retirer = tokio::spawn(retire_idle_tenants(Arc::clone(&engine), stop_rx.clone()));
     // Suppressed security events whose summary no later event carried reach their log once
     // their bucket refills (`[audit]`), and the rest at shutdown below.
     let summaries = tokio::spawn(summary_flush(state.clone(), stop_rx.clone()));
@@ -279,6 +280,8 @@ pub async fn run(config: Config, lane: Option<strata_api::OverShareLane>) -> any
         // Likewise, after the checkpoint it is saving; `close` saves the rest.
         let _ = checkpointer.await;
     }
+    // Likewise: it holds the engine until the stop signal.
+    let _ = retirer.await;
     close(engine, resumer).await;
     tracing::info!("stopped");
     Ok(())
@@ -444,6 +447,25 @@ async fn index_checkpoints(
                 tracing::warn!(error = %e, "index checkpoint failed; tried again next time")
             }
             Err(e) => tracing::error!(error = %e, "index checkpoint panicked"),
+        }
+    }
+}
+
+/// Drops what the engine holds for tenants idle since the last pass (`Engine::retire_idle_tenants`),
+/// every `Engine::RETIRE_IDLE_EVERY`, until stop.
+async fn retire_idle_tenants(engine: Arc<Engine>, mut stop: watch::Receiver<bool>) {
+    let mut ticks = tokio::time::interval(Engine::RETIRE_IDLE_EVERY);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        let retirer = Arc::clone(&engine);
+        match tokio::task::spawn_blocking(move || retirer.retire_idle_tenants()).await {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(tenants = n, "idle tenants' slots dropped"),
+            Err(e) => tracing::error!(error = %e, "dropping idle tenants' slots panicked"),
         }
     }
 }
