@@ -450,15 +450,16 @@ fn moving_average(avg: f64, newest: f64) -> f64 {
 }
 
 impl Tracker {
-    /// Whether the tracker holds nothing a fresh one would not: `normal`, no move under way,
-    /// no transition to show and nothing queued. Only such a tenant's slot may be dropped
-    /// while it is idle (`crate::slot_retirement`): dropping it must not reset a gate.
+    /// Whether the tracker holds nothing a fresh one would not but its signals: `normal`, no
+    /// move under way, no transition to show. Only such a tenant's slot may be dropped while
+    /// it is idle (`crate::slot_retirement`): dropping it must not reset a gate. Its signals
+    /// (latency, queue depth and wait, index health) are those of its last requests, a
+    /// minute or more ago; a new slot starts them again from its next request.
     pub fn at_rest(&self) -> bool {
         self.machine.state == IntegrityState::Normal
             && self.machine.pending.is_none()
             && self.machine.last_move.is_none()
             && self.machine.recent.is_empty()
-            && self.queue_depth == 0
     }
 
     /// Feeds one search's latency and the tenant's index health; returns the new state.

@@ -527,7 +527,8 @@ impl Engine {
         })
     }
 
-    /// Residency over the whole server: budget, total, and every tenant used since start.
+    /// Residency over the whole server: budget, total, and every tenant loaded or used
+    /// recently (`crate::slot_retirement`), with the loads and evictions of all since start.
     pub fn residency_summary(&self, _op: &OperatorScope) -> ResidencySummary {
         self.indexes.summary()
     }

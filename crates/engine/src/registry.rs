@@ -153,7 +153,7 @@ pub(crate) struct IndexRegistry {
     /// Estimated bytes of every loaded index; the sum of the slots' `bytes`.
     total: AtomicU64,
     /// The keys of the slots whose indexes are loaded: what an eviction chooses from. Every
-    /// tenant ever seen since the start has a slot, and a budget kept full evicts after
+    /// tenant used recently has a slot (`crate::slot_retirement`), and a budget kept full evicts after
     /// loads and growing writes: walking every slot there cost each such write time in
     /// proportion to all the tenants seen, not to those loaded. Kept by `account`.
     resident: Mutex<HashSet<TenantKey>>,
@@ -1023,15 +1023,16 @@ impl IndexRegistry {
     /// too: a save commits rows naming new derived files and deletes the old ones with no
     /// other lock held, so the files the snapshot's rows name stay on disk while `f` reads
     /// them. Lock order as a save's: `saving`, then `order`, then the index.
+    /// The slot is made if the tenant has none (never used, or dropped while idle): without
+    /// it, a load and save starting meanwhile would not wait for `f`.
     pub fn with_consistent<R>(
         &self,
         store: &Store,
         key: TenantKey,
+        id: &TenantId,
         f: impl FnOnce(&strata_store::Reader, Option<&TenantIndex>) -> Result<R, EngineError>,
     ) -> Result<R, EngineError> {
-        let Some(slot) = self.get(key) else {
-            return f(&store.read()?, None);
-        };
+        let slot = self.slot(key, id);
         let _saving = lock_slot(&slot.saving);
         let _order = slot.order.exclusive();
         let guard = self.read_index(&slot);
@@ -1076,12 +1077,21 @@ impl IndexRegistry {
     /// One tenant's residency, from its counters: never waits for the tenant's index lock, so
     /// the metrics and the admin figures answer while a tenant's graph is installed or saved.
     pub fn residency(&self, key: TenantKey, id: &TenantId) -> TenantResidency {
-        match self.get(key) {
-            Some(slot) => self.slot_residency(&slot),
-            None => {
-                let counters = lock(&self.retired).of(key).counters();
-                counters.snapshot(self.pinned.contains(id), false)
+        // The dropped slot's counts read under the map's lock, so that a new slot taking them
+        // meanwhile cannot make them read as zero.
+        let (slot, life) = {
+            let slots = self.slots();
+            match slots.get(&key) {
+                Some(slot) => (Some(Arc::clone(slot)), None),
+                None => (None, Some(lock(&self.retired).of(key))),
             }
+        };
+        match (slot, life) {
+            (Some(slot), _) => self.slot_residency(&slot),
+            (None, life) => life
+                .unwrap_or_default()
+                .counters()
+                .snapshot(self.pinned.contains(id), false),
         }
     }
 

@@ -105,7 +105,7 @@ impl Engine {
         };
         let mut report = self
             .indexes
-            .with_consistent(&self.store, meta.key, |r, index| {
+            .with_consistent(&self.store, meta.key, id, |r, index| {
                 verify(&self.store, r, id, meta.key, index)
             })?;
         match TenantProfile::of(&meta) {

@@ -24,6 +24,8 @@ const PREFIX: &str = "registry.mentions_dedicated:";
 /// The end of the list's range: `;` is the byte after `:`.
 const PREFIX_END: &str = "registry.mentions_dedicated;";
 const NEEDLE: &[u8] = b"\"dedicated\"";
+/// Registry rows read at a time by the one scan that builds the list.
+const BUILD_PAGE: usize = 4096;
 
 fn entry(id: &str) -> String {
     format!("{PREFIX}{id}")
@@ -80,8 +82,16 @@ impl Store {
             }
         }
         self.write(|w| {
-            let mut rows = w.registry_rows(None, usize::MAX)?;
-            rows.retain(|(_, bytes)| mentions_level(bytes));
+            // A page at a time, keeping only the rows that mention the level: a million rows
+            // held at once would be hundreds of megabytes.
+            let mut rows = Vec::new();
+            let mut after: Option<String> = None;
+            loop {
+                let page = w.registry_rows(after.as_deref(), BUILD_PAGE)?;
+                let Some((last, _)) = page.last() else { break };
+                after = Some(last.clone());
+                rows.extend(page.into_iter().filter(|(_, bytes)| mentions_level(bytes)));
+            }
             for (id, _) in &rows {
                 w.meta.insert(entry(id).as_str(), 1)?;
             }

@@ -280,7 +280,9 @@ pub async fn run(config: Config, lane: Option<strata_api::OverShareLane>) -> any
         // Likewise, after the checkpoint it is saving; `close` saves the rest.
         let _ = checkpointer.await;
     }
-    // Likewise: it holds the engine until the stop signal.
+    // Stopped even if the server ended without the stop signal (it only ever waits for the
+    // next tick); a pass under way completes on its blocking thread.
+    retirer.abort();
     let _ = retirer.await;
     close(engine, resumer).await;
     tracing::info!("stopped");

@@ -93,10 +93,23 @@ fn a_file_without_the_list_gets_it_built_by_one_scan() {
     let store = Store::open(&dir.path().join("main.redb")).unwrap();
     create(&store, "acme", "shared");
     create(&store, "globex", "dedicated");
+    // More rows than the build reads at a time, so that it pages.
+    store
+        .write(|w| {
+            for i in 0..BUILD_PAGE + 10 {
+                let id = TenantId::parse(format!("t{i:05}")).unwrap();
+                w.create_tenant(&id, 1, profile("shared"))?;
+            }
+            let late = TenantId::parse("zeta").unwrap();
+            w.create_tenant(&late, 1, profile("dedicated"))?;
+            Ok::<_, StoreError>(())
+        })
+        .unwrap();
     // A file written before the list existed: no entries and no mark.
     store
         .write(|w| {
             w.meta.remove(entry("globex").as_str())?;
+            w.meta.remove(entry("zeta").as_str())?;
             w.meta.remove(COMPLETE)?;
             Ok::<_, StoreError>(())
         })
@@ -104,10 +117,14 @@ fn a_file_without_the_list_gets_it_built_by_one_scan() {
     assert_eq!(listed_entries(&store), 0);
     assert_eq!(
         candidates(&store),
-        ["globex"],
-        "the build finds it by the scan"
+        ["globex", "zeta"],
+        "the build finds them by the scan, on every page"
     );
-    assert_eq!(listed_entries(&store), 1, "and lists it for the next start");
+    assert_eq!(
+        listed_entries(&store),
+        2,
+        "and lists them for the next start"
+    );
     create(&store, "initech", "dedicated");
-    assert_eq!(candidates(&store), ["globex", "initech"]);
+    assert_eq!(candidates(&store), ["globex", "initech", "zeta"]);
 }
