@@ -52,7 +52,7 @@ pub(crate) fn attach_files(store: &Store) -> Result<(), EngineError> {
         return Ok(());
     }
     let mut dedicated = Vec::new();
-    for (_, row) in store.dedicated_candidates()? {
+    for (_, row) in store.rows_marked(strata_store::RowMark::Dedicated)? {
         let Ok(meta) = row else {
             return attach_files_scanning(store);
         };

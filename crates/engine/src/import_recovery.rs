@@ -7,7 +7,6 @@
 //! which never got its answer, imports again.
 
 use strata_auth::OperatorScope;
-use strata_store::Reads;
 use strata_types::TenantId;
 
 use crate::lifecycle::TenantProfile;
@@ -24,9 +23,9 @@ impl Engine {
         op: &OperatorScope,
     ) -> Result<Vec<TenantId>, EngineError> {
         let mut cut_short = Vec::new();
-        // Each registry row decoded on its own (see `tenants_page`): an unreadable one is not
-        // an import's to discard.
-        for (_, meta) in self.store.read()?.tenants_page(None, usize::MAX)? {
+        // Only the rows that mention `importing` (every profile with the flag set does), each
+        // decoded on its own: an unreadable one is not an import's to discard.
+        for (_, meta) in self.store.rows_marked(strata_store::RowMark::Importing)? {
             if let Ok(meta) = meta
                 && TenantProfile::of(&meta).is_ok_and(|p| p.importing)
             {

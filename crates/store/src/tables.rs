@@ -1560,7 +1560,7 @@ impl<'txn> Writer<'txn> {
         bytes: &[u8],
     ) -> Result<(), StoreError> {
         self.registry_write()?.insert(id.as_str(), bytes)?;
-        crate::dedicated_index::note_row(&mut self.meta, id.as_str(), bytes)?;
+        crate::registry_marks::note_row(&mut self.meta, id.as_str(), bytes)?;
         Ok(())
     }
 
@@ -1575,7 +1575,7 @@ impl<'txn> Writer<'txn> {
         let row = encode_json(&meta.to_stored())?;
         self.registry_write()?
             .insert(meta.id.as_str(), row.as_slice())?;
-        crate::dedicated_index::note_row(&mut self.meta, meta.id.as_str(), &row)?;
+        crate::registry_marks::note_row(&mut self.meta, meta.id.as_str(), &row)?;
         Ok(())
     }
 
@@ -1596,7 +1596,7 @@ impl<'txn> Writer<'txn> {
     /// data reachable.
     fn unregister_tenant(&mut self, meta: &TenantMeta) -> Result<(), StoreError> {
         self.registry_write()?.remove(meta.id.as_str())?;
-        crate::dedicated_index::forget_row(&mut self.meta, meta.id.as_str())?;
+        crate::registry_marks::forget_row(&mut self.meta, meta.id.as_str())?;
         let owned = match crate::credentials::owned_ids(&*self.meta, meta.key)? {
             Some(ids) => ids,
             // A data directory whose owner index is not built yet: find them by a scan.

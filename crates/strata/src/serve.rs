@@ -379,6 +379,11 @@ async fn purge_sweep(
             Ok(Err(e)) => tracing::error!(error = %e, "retention sweep failed"),
             Err(e) => tracing::error!(error = %e, "retention sweep panicked"),
         }
+        // A stop between the sweeps ends the pass there (each reads every tenant, seconds
+        // with a million): what it skipped runs at the next start.
+        if *stop.borrow() {
+            return;
+        }
         // So does the purge of decayed adaptive reranking state (`[engine.adaptive]`).
         let (sweeper, sweep_op) = (Arc::clone(&engine), op.clone());
         match tokio::task::spawn_blocking(move || sweeper.sweep_adaptive(&sweep_op)).await {
@@ -391,6 +396,9 @@ async fn purge_sweep(
             Ok(Err(e)) => tracing::error!(error = %e, "adaptive sweep failed"),
             Err(e) => tracing::error!(error = %e, "adaptive sweep panicked"),
         }
+        if *stop.borrow() {
+            return;
+        }
         // Answers kept for Idempotency-Key headers expire after a day.
         let (sweeper, sweep_op) = (Arc::clone(&engine), op.clone());
         match tokio::task::spawn_blocking(move || sweeper.sweep_idempotency_keys(&sweep_op)).await {
@@ -398,6 +406,9 @@ async fn purge_sweep(
             Ok(Ok(n)) => tracing::info!(swept = n, "expired idempotency keys swept"),
             Ok(Err(e)) => tracing::error!(error = %e, "idempotency sweep failed"),
             Err(e) => tracing::error!(error = %e, "idempotency sweep panicked"),
+        }
+        if *stop.borrow() {
+            return;
         }
         // Audit rows past their retention (`[audit] retention_days`), when one is set.
         if let Some(retention_ms) = audit_retention_ms {
@@ -410,6 +421,9 @@ async fn purge_sweep(
                 Ok(Err(e)) => tracing::error!(error = %e, "audit retention sweep failed"),
                 Err(e) => tracing::error!(error = %e, "audit retention sweep panicked"),
             }
+        }
+        if *stop.borrow() {
+            return;
         }
         // Automatic promotion rides the same periodic sweep (`[engine.isolation]`).
         let (promoter, promote_op) = (Arc::clone(&engine), op.clone());

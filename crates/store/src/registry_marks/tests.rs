@@ -1,5 +1,5 @@
-//! The list of rows that mention `dedicated` follows every write and removal of a registry
-//! row, and a file without it gets it built by one scan.
+//! The lists of marked registry rows follow every write and removal of a row, and a file
+//! without them gets them built by one scan.
 
 use redb::{ReadableDatabase, ReadableTable};
 use strata_types::TenantId;
@@ -21,8 +21,12 @@ fn create(store: &Store, name: &str, level: &str) -> TenantMeta {
 }
 
 fn candidates(store: &Store) -> Vec<String> {
+    marked(store, RowMark::Dedicated)
+}
+
+fn marked(store: &Store, mark: RowMark) -> Vec<String> {
     let mut ids: Vec<String> = store
-        .dedicated_candidates()
+        .rows_marked(mark)
         .unwrap()
         .into_iter()
         .map(|(id, meta)| {
@@ -41,7 +45,7 @@ fn scanned(store: &Store) -> Vec<String> {
     let mut ids = Vec::new();
     for row in txn.open_table(REGISTRY).unwrap().iter().unwrap() {
         let (k, v) = row.unwrap();
-        if mentions_level(v.value()) {
+        if RowMark::Dedicated.marks(v.value()) {
             ids.push(k.value().to_owned());
         }
     }
@@ -52,7 +56,14 @@ fn listed_entries(store: &Store) -> usize {
     let db = store.db().clone();
     let txn = db.begin_read().unwrap();
     let meta = txn.open_table(META).unwrap();
-    meta.range(PREFIX..PREFIX_END).unwrap().count()
+    let mut n = 0;
+    for mark in RowMark::ALL {
+        n += meta
+            .range(mark.prefix()..mark.prefix_end())
+            .unwrap()
+            .count();
+    }
+    n
 }
 
 #[test]
@@ -108,8 +119,8 @@ fn a_file_without_the_list_gets_it_built_by_one_scan() {
     // A file written before the list existed: no entries and no mark.
     store
         .write(|w| {
-            w.meta.remove(entry("globex").as_str())?;
-            w.meta.remove(entry("zeta").as_str())?;
+            w.meta.remove(RowMark::Dedicated.entry("globex").as_str())?;
+            w.meta.remove(RowMark::Dedicated.entry("zeta").as_str())?;
             w.meta.remove(COMPLETE)?;
             Ok::<_, StoreError>(())
         })
@@ -127,4 +138,33 @@ fn a_file_without_the_list_gets_it_built_by_one_scan() {
     );
     create(&store, "initech", "dedicated");
     assert_eq!(candidates(&store), ["globex", "initech", "zeta"]);
+}
+
+#[test]
+fn an_import_under_way_is_listed_until_its_row_no_longer_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("main.redb")).unwrap();
+    let mut acme = create(&store, "acme", "shared");
+    create(&store, "globex", "dedicated");
+    assert!(marked(&store, RowMark::Importing).is_empty());
+    acme.profile.insert("importing".into(), true.into());
+    store.write(|w| w.put_tenant(&acme)).unwrap();
+    assert_eq!(marked(&store, RowMark::Importing), ["acme"]);
+    assert_eq!(candidates(&store), ["globex"], "each mark has its own list");
+    acme.profile.remove("importing");
+    store.write(|w| w.put_tenant(&acme)).unwrap();
+    assert!(marked(&store, RowMark::Importing).is_empty());
+    // Built by the scan too, with the other list.
+    acme.profile.insert("importing".into(), true.into());
+    store.write(|w| w.put_tenant(&acme)).unwrap();
+    store
+        .write(|w| {
+            w.meta.remove(RowMark::Importing.entry("acme").as_str())?;
+            w.meta.remove(RowMark::Dedicated.entry("globex").as_str())?;
+            w.meta.remove(COMPLETE)?;
+            Ok::<_, StoreError>(())
+        })
+        .unwrap();
+    assert_eq!(marked(&store, RowMark::Importing), ["acme"]);
+    assert_eq!(candidates(&store), ["globex"]);
 }
