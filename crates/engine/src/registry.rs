@@ -1077,22 +1077,19 @@ impl IndexRegistry {
     /// One tenant's residency, from its counters: never waits for the tenant's index lock, so
     /// the metrics and the admin figures answer while a tenant's graph is installed or saved.
     pub fn residency(&self, key: TenantKey, id: &TenantId) -> TenantResidency {
-        // The dropped slot's counts read under the map's lock, so that a new slot taking them
-        // meanwhile cannot make them read as zero.
-        let (slot, life) = {
+        let slot = {
             let slots = self.slots();
             match slots.get(&key) {
-                Some(slot) => (Some(Arc::clone(slot)), None),
-                None => (None, Some(lock(&self.retired).of(key))),
+                Some(slot) => Arc::clone(slot),
+                // A dropped slot's counts, read under the map's lock, so that a new slot
+                // taking them meanwhile cannot make them read as zero.
+                None => {
+                    let counters = lock(&self.retired).of(key).counters();
+                    return counters.snapshot(self.pinned.contains(id), false);
+                }
             }
         };
-        match (slot, life) {
-            (Some(slot), _) => self.slot_residency(&slot),
-            (None, life) => life
-                .unwrap_or_default()
-                .counters()
-                .snapshot(self.pinned.contains(id), false),
-        }
+        self.slot_residency(&slot)
     }
 
     fn slot_residency(&self, slot: &TenantSlot) -> TenantResidency {
